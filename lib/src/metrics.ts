@@ -1,0 +1,110 @@
+import { createServer, type Server } from "node:http";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import type { CallObserver } from "./grpc-service.ts";
+import type { Logger } from "./log.ts";
+import { codeName } from "./status.ts";
+
+const LATENCY_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+
+function grpcType(method: DescMethod): string {
+  return method.methodKind === "server_streaming" ? "server_stream" : method.methodKind;
+}
+
+/**
+ * The grpc-ecosystem metric family (`grpc_<side>_started_total`, `_handled_total`,
+ * `_handling_seconds`) that existing dashboards know, labelled with the canonical status name.
+ */
+function createGrpcObserver(registry: Registry, side: "server" | "client"): CallObserver {
+  const labelNames = ["grpc_service", "grpc_method", "grpc_type"] as const;
+  const started = new Counter({
+    name: `grpc_${side}_started_total`,
+    help: `RPCs started on the ${side}.`,
+    labelNames,
+    registers: [registry],
+  });
+  const handled = new Counter({
+    name: `grpc_${side}_handled_total`,
+    help: `RPCs completed on the ${side}, by gRPC status code.`,
+    labelNames: [...labelNames, "grpc_code"],
+    registers: [registry],
+  });
+  const seconds = new Histogram({
+    name: `grpc_${side}_handling_seconds`,
+    help: `Time to complete an RPC on the ${side}, in seconds.`,
+    labelNames,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  // Label objects are cached per method: this runs on every call.
+  const labels = new WeakMap<DescMethod, Record<(typeof labelNames)[number], string>>();
+  const labelsOf = (method: DescMethod) => {
+    let value = labels.get(method);
+    if (!value) {
+      value = {
+        grpc_service: method.parent.typeName,
+        grpc_method: method.name,
+        grpc_type: grpcType(method),
+      };
+      labels.set(method, value);
+    }
+    return value;
+  };
+  return {
+    started: (method) => started.inc(labelsOf(method)),
+    handled(method, code, elapsed) {
+      const l = labelsOf(method);
+      handled.inc({ ...l, grpc_code: codeName(code) });
+      seconds.observe(l, elapsed);
+    },
+  };
+}
+
+export interface Metrics {
+  registry: Registry;
+  server: CallObserver;
+  client: CallObserver;
+}
+
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    server: createGrpcObserver(registry, "server"),
+    client: createGrpcObserver(registry, "client"),
+  };
+}
+
+/** Serves `/metrics` in Prometheus text format on its own port (0 picks a free one). */
+export async function startMetricsServer(
+  registry: Registry,
+  host: string,
+  port: number,
+  log: Logger,
+): Promise<{ port: number; close(): Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    if (req.url !== "/metrics") {
+      res.writeHead(404).end("not found; try /metrics\n");
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { "content-type": registry.contentType }).end(body),
+      (err: unknown) => {
+        log.error({ err }, "metrics collection failed");
+        res.writeHead(500).end();
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, resolve);
+  });
+  const address = server.address();
+  return {
+    port: typeof address === "object" && address ? address.port : port,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}

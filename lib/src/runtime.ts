@@ -1,0 +1,20 @@
+import { ConfigError } from "./config.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { onShutdownSignal } from "./shutdown.ts";
+
+/**
+ * The frame of every runnable's main: a logger, a clear exit 1 for bad configuration or a failed
+ * start, and a clean stop on SIGTERM/SIGINT. `start` returns the function that stops what it started.
+ */
+export function runMain(name: string, start: (log: Logger) => Promise<() => Promise<void>>): void {
+  const log = createLogger(name);
+  start(log).then(
+    (stop) => onShutdownSignal(log, stop),
+    (err: unknown) => {
+      if (err instanceof ConfigError) log.error(err.message);
+      else log.error({ err }, "failed to start");
+      // Let the log line flush before exiting.
+      setTimeout(() => process.exit(1), 100);
+    },
+  );
+}
