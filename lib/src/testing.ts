@@ -1,12 +1,16 @@
+import { randomBytes } from "node:crypto";
 import type { DescService } from "@bufbuild/protobuf";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { startEmbeddedPostgres } from "./embedded-postgres.ts";
 import { createServiceClient, type ServiceClient } from "./grpc-client.ts";
-import { type RunningGrpcServer, type ServiceRegistration, startGrpcServer } from "./grpc-server.ts";
+import {
+  type RunningGrpcServer,
+  type ServiceRegistration,
+  startGrpcServer,
+} from "./grpc-server.ts";
 import { silentLogger } from "./log.ts";
 import { migrate } from "./migrations.ts";
 import { createPool, type Pool } from "./postgres.ts";
@@ -24,7 +28,8 @@ async function reachablePostgres(): Promise<boolean> {
     await client.query("SELECT 1");
     return true;
   } catch (err) {
-    if (inCI) throw new Error(`CI is set but Postgres at ${ADMIN_URL} is unreachable`, { cause: err });
+    if (inCI)
+      throw new Error(`CI is set but Postgres at ${ADMIN_URL} is unreachable`, { cause: err });
     return false;
   } finally {
     await client.end().catch(() => {});
@@ -96,7 +101,8 @@ export async function connectTestRedis(): Promise<Redis | undefined> {
     return redis;
   } catch (err) {
     redis.disconnect();
-    if (inCI) throw new Error(`CI is set but Redis at ${TEST_REDIS_URL} is unreachable`, { cause: err });
+    if (inCI)
+      throw new Error(`CI is set but Redis at ${TEST_REDIS_URL} is unreachable`, { cause: err });
     return undefined;
   }
 }
@@ -112,7 +118,12 @@ export interface TestServer extends RunningGrpcServer {
 
 /** Serves the given services on 127.0.0.1:0 and hands out clients that are closed on stop. */
 export async function startTestServer(services: ServiceRegistration[]): Promise<TestServer> {
-  const server = await startGrpcServer({ host: "127.0.0.1", port: 0, services, log: silentLogger() });
+  const server = await startGrpcServer({
+    host: "127.0.0.1",
+    port: 0,
+    services,
+    log: silentLogger(),
+  });
   server.setServing();
   const address = `127.0.0.1:${server.port}`;
   const closers: (() => void)[] = [];
