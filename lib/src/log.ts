@@ -2,9 +2,10 @@ import { type Logger, pino } from "pino";
 
 export type { Logger };
 
-/** JSON logs for machines; pretty lines when a person watches a terminal. */
+/** JSON logs for machines; pretty lines when a person watches a terminal (or LOG_FORMAT=pretty). */
 export function createLogger(name: string, level = process.env.LOG_LEVEL ?? "info"): Logger {
-  const pretty = process.stdout.isTTY && process.env.LOG_FORMAT !== "json";
+  const format = process.env.LOG_FORMAT;
+  const pretty = format === "pretty" || (process.stdout.isTTY && format !== "json");
   return pino({
     name,
     level,
@@ -12,7 +13,10 @@ export function createLogger(name: string, level = process.env.LOG_LEVEL ?? "inf
     timestamp: pino.stdTimeFunctions.isoTime,
     ...(pretty
       ? {
-          transport: { target: "pino-pretty", options: { colorize: true, ignore: "pid,hostname" } },
+          transport: {
+            target: "pino-pretty",
+            options: { colorize: true, singleLine: true, ignore: "pid,hostname,service,name" },
+          },
         }
       : {}),
   });

@@ -1,0 +1,102 @@
+// `npm start`: the whole platform on loopback, each runnable a child process with prefixed logs.
+// Waits until every one answers SERVING, prints how to call it, and stops them all on Ctrl-C.
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { createServiceClient } from "@coinmesh/lib/grpc-client";
+import {
+  Health,
+  HealthCheckResponse_ServingStatus,
+} from "@coinmesh/proto/grpc/health/v1/health_pb";
+
+interface Runnable {
+  name: string;
+  entry: string;
+  port: number;
+  color: number;
+  env?: Record<string, string>;
+}
+
+// A fixed development secret: tokens minted by `npm run token` verify against it.
+export const DEV_JWT_SECRET = "coinmesh-local-development-secret-do-not-deploy";
+
+const runnables: Runnable[] = [
+  { name: "user", entry: "services/user/src/main.ts", port: 50051, color: 36 },
+];
+
+const children = new Map<string, ChildProcess>();
+let stopping = false;
+
+function prefixLines(name: string, color: number, stream: NodeJS.ReadableStream) {
+  const tag = `\x1b[${color}m${name.padEnd(7)}\x1b[0m│ `;
+  createInterface({ input: stream }).on("line", (line) => process.stdout.write(`${tag}${line}\n`));
+}
+
+function start(r: Runnable) {
+  const child = spawn(process.execPath, [r.entry], {
+    env: { LOG_FORMAT: "pretty", ...process.env, ...r.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  prefixLines(r.name, r.color, child.stdout);
+  prefixLines(r.name, r.color, child.stderr);
+  child.once("exit", (code, signal) => {
+    children.delete(r.name);
+    if (!stopping) {
+      console.error(`\n${r.name} exited (${signal ?? code}); stopping the platform`);
+      void stopAll(1);
+    }
+  });
+  children.set(r.name, child);
+}
+
+async function waitServing(r: Runnable, timeoutMs = 60_000) {
+  const { client, close } = createServiceClient(Health, `127.0.0.1:${r.port}`);
+  const deadline = Date.now() + timeoutMs;
+  try {
+    while (Date.now() < deadline && !stopping) {
+      try {
+        const res = await client.check({}, { timeoutMs: 1_000 });
+        if (res.status === HealthCheckResponse_ServingStatus.SERVING) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    throw new Error(`${r.name} did not become SERVING on port ${r.port} within ${timeoutMs} ms`);
+  } finally {
+    close();
+  }
+}
+
+async function stopAll(code: number) {
+  if (stopping) return;
+  stopping = true;
+  const exits = [...children.values()].map(
+    (child) => new Promise((resolve) => child.once("exit", resolve)),
+  );
+  for (const child of children.values()) child.kill("SIGTERM");
+  await Promise.all(exits);
+  process.exit(code);
+}
+
+process.on("SIGINT", () => void stopAll(0));
+process.on("SIGTERM", () => void stopAll(0));
+
+for (const r of runnables) start(r);
+try {
+  await Promise.all(runnables.map((r) => waitServing(r)));
+} catch (err) {
+  console.error((err as Error).message);
+  await stopAll(1);
+}
+
+console.log(`
+coinmesh is running:
+${runnables.map((r) => `  ${r.name.padEnd(8)} 127.0.0.1:${r.port}`).join("\n")}
+
+Try it (buf is installed with the project):
+  npx buf curl --protocol grpc --http2-prior-knowledge \\
+    -d '{"email":"ada@example.com","display_name":"Ada"}' \\
+    http://127.0.0.1:50051/coinmesh.user.v1.UserService/CreateUser
+
+Ctrl-C stops everything.
+`);
