@@ -32,7 +32,7 @@ function prefixLines(name: string, color: number, stream: NodeJS.ReadableStream)
 }
 
 function start(r: Runnable) {
-  const child = spawn(process.execPath, [r.entry], {
+  const child = spawn(process.execPath, ["--import", "./lib/src/telemetry-register.ts", r.entry], {
     env: { LOG_FORMAT: "pretty", ...process.env, ...r.env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -1,3 +1,4 @@
+import { trace } from "@opentelemetry/api";
 import { ConfigError } from "./config.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { onShutdownSignal } from "./shutdown.ts";
@@ -9,7 +10,7 @@ import { onShutdownSignal } from "./shutdown.ts";
 export function runMain(name: string, start: (log: Logger) => Promise<() => Promise<void>>): void {
   const log = createLogger(name);
   start(log).then(
-    (stop) => onShutdownSignal(log, stop),
+    (stop) => onShutdownSignal(log, () => stop().finally(flushTraces)),
     (err: unknown) => {
       if (err instanceof ConfigError) log.error(err.message);
       else log.error({ err }, "failed to start");
@@ -17,4 +18,12 @@ export function runMain(name: string, start: (log: Logger) => Promise<() => Prom
       setTimeout(() => process.exit(1), 100);
     },
   );
+}
+
+/** Exports buffered spans before the process exits (a no-op when tracing is off). */
+async function flushTraces(): Promise<void> {
+  const provider = trace.getTracerProvider() as {
+    getDelegate?: () => { forceFlush?: () => Promise<void> };
+  };
+  await provider.getDelegate?.().forceFlush?.();
 }
