@@ -1,0 +1,236 @@
+// Renders the kustomize overlays with kubectl and gives the tests typed access to
+// the objects. Also the schema check: kubernetes-models / @kubernetes-models/istio
+// validators, plus a probe for unknown fields, which those validators accept.
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { IstioOperator } from "@kubernetes-models/istio/install.istio.io/v1alpha1";
+import {
+  DestinationRule,
+  Gateway,
+  ServiceEntry,
+  Sidecar,
+  VirtualService,
+} from "@kubernetes-models/istio/networking.istio.io/v1";
+import {
+  AuthorizationPolicy,
+  PeerAuthentication,
+  RequestAuthentication,
+} from "@kubernetes-models/istio/security.istio.io/v1";
+import { Telemetry } from "@kubernetes-models/istio/telemetry.istio.io/v1";
+import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
+import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
+import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
+import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
+import { parseAllDocuments } from "yaml";
+
+export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+export const overlays = ["dev", "staging", "prod"] as const;
+export type Overlay = (typeof overlays)[number];
+export const runnables = ["user", "order", "rate", "gateway"] as const;
+export const backends = ["user", "order", "rate"] as const;
+
+export type Manifest = {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
+  [field: string]: unknown;
+};
+
+/** kubectl with its built-in kustomize, or undefined (tests skip, but fail under CI). */
+export function findKubectl(): string | undefined {
+  for (const candidate of [process.env.KUBECTL, "kubectl", "/usr/bin/kubectl"]) {
+    if (!candidate) continue;
+    try {
+      execFileSync(candidate, ["version", "--client"], { stdio: "ignore" });
+      return candidate;
+    } catch {}
+  }
+  if (process.env.CI) {
+    throw new Error("kubectl not found (needed to render the overlays) and CI is set");
+  }
+  console.warn("manifest tests skipped: kubectl (with kustomize) is not installed");
+  return undefined;
+}
+
+const rendered = new Map<string, Manifest[]>();
+
+/** `kubectl kustomize <dir>`, parsed; cached per directory. */
+export function render(kubectl: string, dir: string): Manifest[] {
+  const cached = rendered.get(dir);
+  if (cached) return cached;
+  const text = execFileSync(kubectl, ["kustomize", dir], {
+    encoding: "utf8",
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  const objects = parseYaml(text);
+  rendered.set(dir, objects);
+  return objects;
+}
+
+export function parseYaml(text: string): Manifest[] {
+  return parseAllDocuments(text).map((doc) => {
+    if (doc.errors.length > 0) throw doc.errors[0];
+    return doc.toJS() as Manifest;
+  });
+}
+
+export function overlayDir(overlay: Overlay): string {
+  return `${repoRoot}k8s/overlays/${overlay}`;
+}
+
+/** Objects of one kind, typed as the model's interface. */
+export function ofKind<T>(
+  objects: Manifest[],
+  model: { apiVersion: string; kind: string; new (data: never): T },
+): T[] {
+  return objects.filter(
+    (o) => o.apiVersion === model.apiVersion && o.kind === model.kind,
+  ) as unknown as T[];
+}
+
+type Validating = { validate(): void };
+type ModelClass = { apiVersion: string; kind: string; new (data: never): Validating };
+
+// Every kind the manifests may contain. A kind missing here fails the schema test.
+const models: ModelClass[] = [
+  Namespace,
+  ServiceAccount,
+  Service,
+  ConfigMap,
+  Secret,
+  Deployment,
+  StatefulSet,
+  PodDisruptionBudget,
+  HorizontalPodAutoscaler,
+  NetworkPolicy,
+  Gateway,
+  VirtualService,
+  DestinationRule,
+  ServiceEntry,
+  Sidecar,
+  PeerAuthentication,
+  AuthorizationPolicy,
+  RequestAuthentication,
+  Telemetry,
+  IstioOperator,
+];
+
+function modelFor(object: Manifest): ModelClass | undefined {
+  return models.find((m) => m.apiVersion === object.apiVersion && m.kind === object.kind);
+}
+
+type SchemaError = { instancePath: string; message?: string };
+
+function schemaErrors(model: ModelClass, data: unknown): SchemaError[] {
+  try {
+    new model(data as never).validate();
+    return [];
+  } catch (error) {
+    const errors = (error as { errors?: SchemaError[] }).errors;
+    if (!errors) throw error;
+    return errors;
+  }
+}
+
+const probe = Symbol("probe");
+
+/**
+ * Fields the schema does not declare. The validators ignore unknown fields, so
+ * each field in turn is replaced by a value no schema accepts: a declared field
+ * then fails at its own path, an unknown one passes unnoticed.
+ */
+function unknownFields(model: ModelClass, original: Manifest): string[] {
+  const object = structuredClone(original);
+  const unknown: string[] = [];
+  const visit = (node: unknown, path: string): void => {
+    if (Array.isArray(node)) {
+      node.forEach((item, index) => {
+        visit(item, `${path}/${index}`);
+      });
+      return;
+    }
+    if (node === null || typeof node !== "object") return;
+    const record = node as Record<string, unknown>;
+    for (const key of Object.keys(record)) {
+      const value = record[key];
+      const fieldPath = `${path}/${key.replaceAll("~", "~0").replaceAll("/", "~1")}`;
+      record[key] = probe;
+      const errors = schemaErrors(model, object);
+      record[key] = value;
+      if (!errors.some((e) => e.instancePath === fieldPath)) {
+        unknown.push(fieldPath);
+        continue;
+      }
+      visit(value, fieldPath);
+    }
+  };
+  visit(object, "");
+  return unknown;
+}
+
+// kustomize wraps long base64 values over several lines; the API server's decoder
+// (Go's encoding/base64) ignores the newlines, the "byte" format check does not.
+function unwrapSecretData(object: Manifest): Manifest {
+  if (object.kind !== "Secret" || typeof object.data !== "object" || object.data === null) {
+    return object;
+  }
+  const data = Object.fromEntries(
+    Object.entries(object.data).map(([key, value]) => [key, String(value).replace(/\s+/g, "")]),
+  );
+  return { ...object, data };
+}
+
+/** Schema violations and unknown fields of one object, as readable lines. */
+export function validateObject(manifest: Manifest): string[] {
+  const object = unwrapSecretData(manifest);
+  const where = `${object.kind} ${object.metadata?.namespace ?? "-"}/${object.metadata?.name}`;
+  const model = modelFor(object);
+  if (!model) return [`${where}: no schema for ${object.apiVersion} ${object.kind}`];
+  const problems = schemaErrors(model, object).map(
+    (e) => `${where}: ${e.instancePath || "/"} ${e.message ?? "is invalid"}`,
+  );
+  if (problems.length > 0) return problems;
+  return unknownFields(model, object).map((path) => `${where}: unknown field ${path}`);
+}
+
+/** The data of a generated ConfigMap, found by its name before the hash suffix. */
+export function configData(objects: Manifest[], name: string): Record<string, string> {
+  const found = objects.filter(
+    (o) => o.kind === "ConfigMap" && new RegExp(`^${name}-[a-z0-9]{10}$`).test(o.metadata.name),
+  );
+  if (found.length !== 1) throw new Error(`expected one ConfigMap ${name}, found ${found.length}`);
+  return (found[0]?.data ?? {}) as Record<string, string>;
+}
+
+export type LabelSelector = {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: Array<{ key: string; operator: string; values?: string[] }>;
+};
+
+/** Kubernetes label-selector semantics (an empty selector matches everything). */
+export function selects(selector: LabelSelector | undefined, labels: Record<string, string>) {
+  if (!selector) return false;
+  const byLabels = Object.entries(selector.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+  const byExpressions = (selector.matchExpressions ?? []).every((e) => {
+    const value = labels[e.key];
+    switch (e.operator) {
+      case "In":
+        return value !== undefined && (e.values ?? []).includes(value);
+      case "NotIn":
+        return value === undefined || !(e.values ?? []).includes(value);
+      case "Exists":
+        return value !== undefined;
+      case "DoesNotExist":
+        return value === undefined;
+      default:
+        throw new Error(`unknown selector operator ${e.operator}`);
+    }
+  });
+  return byLabels && byExpressions;
+}
