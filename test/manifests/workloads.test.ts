@@ -1,0 +1,342 @@
+// What every workload must have in every overlay: identity, probes, resources,
+// restricted security, a PDB and an HPA, drain timing that matches the app, pinned
+// images, no secret values, and network policies that allow exactly the call graph.
+import type { IDeployment, IStatefulSet } from "kubernetes-models/apps/v1";
+import type { IHorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
+import type { INetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
+import type { IPodDisruptionBudget } from "kubernetes-models/policy/v1";
+import type { IContainer, IPodTemplateSpec, ISecret, IService } from "kubernetes-models/v1";
+import { describe, expect, test } from "vitest";
+import {
+  configData,
+  findKubectl,
+  type Manifest,
+  overlayDir,
+  overlays,
+  render,
+  runnables,
+  selects,
+} from "./manifests.ts";
+
+const kubectl = findKubectl();
+const versions = ["stable", "canary"] as const;
+
+function load(overlay: (typeof overlays)[number]) {
+  const objects = render(kubectl as string, overlayDir(overlay));
+  const kind = <T>(k: string) => objects.filter((o) => o.kind === k) as unknown as T[];
+  return {
+    objects,
+    deployments: kind<IDeployment & Manifest>("Deployment"),
+    statefulSets: kind<IStatefulSet & Manifest>("StatefulSet"),
+    services: kind<IService & Manifest>("Service"),
+    pdbs: kind<IPodDisruptionBudget & Manifest>("PodDisruptionBudget"),
+    hpas: kind<IHorizontalPodAutoscaler & Manifest>("HorizontalPodAutoscaler"),
+    policies: kind<INetworkPolicy & Manifest>("NetworkPolicy"),
+    secrets: kind<ISecret & Manifest>("Secret"),
+    serviceAccounts: objects.filter((o) => o.kind === "ServiceAccount"),
+  };
+}
+
+function workload(deployments: IDeployment[], app: string, version: string): IDeployment {
+  const found = deployments.filter(
+    (d) => d.metadata?.labels?.app === app && d.metadata?.labels?.version === version,
+  );
+  expect(found, `${app} ${version}`).toHaveLength(1);
+  return found[0] as IDeployment;
+}
+
+function template(d: { spec?: { template?: IPodTemplateSpec } }): IPodTemplateSpec {
+  const t = d.spec?.template;
+  if (!t?.spec) throw new Error("no pod template");
+  return t;
+}
+
+function allContainers(t: IPodTemplateSpec): IContainer[] {
+  return [...(t.spec?.initContainers ?? []), ...(t.spec?.containers ?? [])];
+}
+
+describe.skipIf(!kubectl).each(overlays)("%s workloads", (overlay) => {
+  test("each runnable has a stable and a canary Deployment, labelled and selected by app + version", () => {
+    const { deployments } = load(overlay);
+    for (const app of runnables) {
+      for (const version of versions) {
+        const d = workload(deployments, app, version);
+        expect(d.metadata?.name).toBe(version === "stable" ? app : `${app}-canary`);
+        expect(d.spec?.selector.matchLabels).toEqual({ app, version });
+        expect(template(d).metadata?.labels).toMatchObject({
+          app,
+          version,
+          "app.kubernetes.io/name": app,
+          "app.kubernetes.io/part-of": "coinmesh",
+        });
+        const env = template(d).spec?.containers[0]?.env ?? [];
+        expect(env.find((e) => e.name === "SERVICE_VERSION")?.valueFrom?.fieldRef?.fieldPath).toBe(
+          "metadata.labels['version']",
+        );
+      }
+    }
+  });
+
+  test("every pod runs as its own existing ServiceAccount", () => {
+    const { deployments, statefulSets, serviceAccounts, objects } = load(overlay);
+    for (const d of [...deployments, ...statefulSets]) {
+      const sa = template(d).spec?.serviceAccountName;
+      expect(sa, d.metadata?.name).toBeDefined();
+      expect(
+        serviceAccounts.some(
+          (s) => s.metadata.name === sa && s.metadata.namespace === d.metadata?.namespace,
+        ),
+        `${d.metadata?.name} uses ServiceAccount ${sa}`,
+      ).toBe(true);
+    }
+    for (const app of runnables) {
+      const users = deployments.filter((d) => template(d).spec?.serviceAccountName === app);
+      expect(users.map((d) => d.metadata?.labels?.app)).toEqual([app, app]);
+    }
+    expect(objects.length).toBeGreaterThan(0);
+  });
+
+  test("probes: native gRPC health on 50051 for backends, /healthz and /readyz for the gateway", () => {
+    const { deployments } = load(overlay);
+    for (const version of versions) {
+      for (const app of ["user", "order", "rate"]) {
+        const c = template(workload(deployments, app, version)).spec?.containers[0];
+        for (const probe of [c?.startupProbe, c?.readinessProbe, c?.livenessProbe]) {
+          expect(probe?.grpc?.port, `${app} ${version}`).toBe(50051);
+        }
+      }
+      const gw = template(workload(deployments, "gateway", version)).spec?.containers[0];
+      expect(gw?.startupProbe?.httpGet?.path).toBe("/healthz");
+      expect(gw?.livenessProbe?.httpGet?.path).toBe("/healthz");
+      expect(gw?.readinessProbe?.httpGet?.path).toBe("/readyz");
+    }
+  });
+
+  test("ports are named, and PORT matches the serving port", () => {
+    const { deployments } = load(overlay);
+    for (const app of runnables) {
+      const c = template(workload(deployments, app, "stable")).spec?.containers[0];
+      const serving = app === "gateway" ? "http" : "grpc";
+      const ports = Object.fromEntries((c?.ports ?? []).map((p) => [p.name, p.containerPort]));
+      expect(ports).toEqual({ [serving]: app === "gateway" ? 8080 : 50051, "http-metrics": 9464 });
+      expect(c?.env?.find((e) => e.name === "PORT")?.value).toBe(String(ports[serving]));
+    }
+  });
+
+  test("every container has CPU and memory requests and limits", () => {
+    const { deployments, statefulSets } = load(overlay);
+    for (const d of [...deployments, ...statefulSets]) {
+      for (const c of allContainers(template(d))) {
+        const r = c.resources;
+        for (const field of [
+          r?.requests?.cpu,
+          r?.requests?.memory,
+          r?.limits?.cpu,
+          r?.limits?.memory,
+        ]) {
+          expect(field, `${d.metadata?.name}/${c.name}`).toBeDefined();
+        }
+      }
+    }
+  });
+
+  test("every pod meets the restricted Pod Security Standard, with a read-only root", () => {
+    const { deployments, statefulSets } = load(overlay);
+    for (const d of [...deployments, ...statefulSets]) {
+      const spec = template(d).spec;
+      const pod = spec?.securityContext;
+      expect(pod?.runAsNonRoot, d.metadata?.name).toBe(true);
+      expect(pod?.seccompProfile?.type).toBe("RuntimeDefault");
+      expect(pod?.runAsUser).toBeGreaterThan(0);
+      expect(pod?.runAsUser, "1337 is the Istio proxy's UID").not.toBe(1337);
+      expect(spec?.automountServiceAccountToken).toBe(false);
+      for (const c of allContainers(template(d))) {
+        const where = `${d.metadata?.name}/${c.name}`;
+        expect(c.securityContext?.allowPrivilegeEscalation, where).toBe(false);
+        expect(c.securityContext?.readOnlyRootFilesystem, where).toBe(true);
+        expect(c.securityContext?.capabilities?.drop, where).toEqual(["ALL"]);
+        expect(c.securityContext?.privileged ?? false, where).toBe(false);
+      }
+    }
+    const { objects } = load(overlay);
+    const namespace = objects.find((o) => o.kind === "Namespace" && o.metadata.name === "coinmesh");
+    expect(namespace?.metadata.labels?.["pod-security.kubernetes.io/enforce"]).toBe("restricted");
+  });
+
+  test("runnables have a writable /tmp and spread over zones and nodes", () => {
+    const { deployments } = load(overlay);
+    for (const app of runnables) {
+      for (const version of versions) {
+        const t = template(workload(deployments, app, version));
+        for (const c of allContainers(t)) {
+          expect(c.volumeMounts?.find((m) => m.mountPath === "/tmp")?.name).toBe("tmp");
+        }
+        expect(t.spec?.volumes?.find((v) => v.name === "tmp")?.emptyDir).toBeDefined();
+        const keys = (t.spec?.topologySpreadConstraints ?? []).map((c) => c.topologyKey);
+        expect(keys).toEqual(["topology.kubernetes.io/zone", "kubernetes.io/hostname"]);
+      }
+    }
+  });
+
+  test("drain timing: grace period and sidecar drain cover preStop + SHUTDOWN_GRACE_MS", () => {
+    const { deployments, objects } = load(overlay);
+    const graceMs = Number(configData(objects, "coinmesh-config").SHUTDOWN_GRACE_MS);
+    expect(graceMs).toBeGreaterThan(0);
+    for (const app of runnables) {
+      for (const version of versions) {
+        const t = template(workload(deployments, app, version));
+        const preStop = t.spec?.containers[0]?.lifecycle?.preStop?.sleep?.seconds ?? 0;
+        expect(preStop).toBeGreaterThan(0);
+        const needed = preStop + graceMs / 1000;
+        expect(t.spec?.terminationGracePeriodSeconds).toBeGreaterThan(needed);
+        const proxy = t.metadata?.annotations?.["proxy.istio.io/config"] ?? "";
+        const drain = Number(/terminationDrainDuration:\s*(\d+)s/.exec(proxy)?.[1]);
+        expect(drain, `${app} ${version} sidecar drain`).toBeGreaterThanOrEqual(needed);
+      }
+    }
+  });
+
+  test("each Deployment has exactly one PDB and one HPA, and nothing else does", () => {
+    const { deployments, pdbs, hpas } = load(overlay);
+    for (const d of deployments.filter((x) => x.metadata?.namespace === "coinmesh")) {
+      const labels = template(d).metadata?.labels ?? {};
+      const covering = pdbs.filter((p) => selects(p.spec?.selector, labels));
+      expect(covering.map((p) => p.metadata?.name)).toEqual([d.metadata?.name]);
+      const scaling = hpas.filter((h) => h.spec.scaleTargetRef.name === d.metadata?.name);
+      expect(scaling).toHaveLength(1);
+      expect(scaling[0]?.spec.scaleTargetRef.kind).toBe("Deployment");
+      expect(d.spec?.replicas, "the HPA owns the replica count").toBeUndefined();
+      const min = scaling[0]?.spec.minReplicas ?? 0;
+      expect(min).toBeGreaterThanOrEqual(1);
+      expect(scaling[0]?.spec.maxReplicas).toBeGreaterThanOrEqual(min);
+    }
+    expect(pdbs).toHaveLength(8);
+    expect(hpas).toHaveLength(8);
+  });
+
+  test("images are pinned (a tag, never latest), canary and stable start identical", () => {
+    const { deployments, statefulSets } = load(overlay);
+    for (const d of [...deployments, ...statefulSets]) {
+      for (const c of allContainers(template(d))) {
+        expect(c.image, `${d.metadata?.name}/${c.name}`).toMatch(/^[a-z0-9./-]+:[A-Za-z0-9._-]+$/);
+        expect(c.image).not.toMatch(/:latest$/);
+      }
+    }
+    for (const app of runnables) {
+      const image = (v: string) =>
+        template(workload(deployments, app, v)).spec?.containers[0]?.image;
+      expect(image("canary")).toBe(image("stable"));
+    }
+  });
+
+  test("no secret values: Secrets only by reference, generated ones hold no credentials", () => {
+    const { deployments, statefulSets, secrets, objects } = load(overlay);
+    const sensitive = /SECRET|PASSWORD|TOKEN|API_KEY|DATABASE_URL|REDIS_URL/;
+    for (const d of [...deployments, ...statefulSets]) {
+      for (const c of allContainers(template(d))) {
+        for (const e of c.env ?? []) {
+          if (sensitive.test(e.name)) {
+            expect(e.value, `${d.metadata?.name}/${c.name} ${e.name}`).toBeUndefined();
+            expect(e.valueFrom?.secretKeyRef).toBeDefined();
+          }
+        }
+      }
+    }
+    for (const cm of objects.filter((o) => o.kind === "ConfigMap")) {
+      for (const key of Object.keys((cm.data ?? {}) as object)) {
+        expect(key, `ConfigMap ${cm.metadata.name}`).not.toMatch(sensitive);
+      }
+    }
+    // Only dev generates Secrets: in-cluster addresses without passwords.
+    expect(secrets.length > 0).toBe(overlay === "dev");
+    for (const s of secrets) {
+      for (const value of Object.values(s.data ?? {})) {
+        const url = new URL(Buffer.from(value, "base64").toString("utf8"));
+        expect(url.password, s.metadata?.name).toBe("");
+        expect(url.hostname).toMatch(/\.svc\.cluster\.local$/);
+      }
+    }
+  });
+
+  test("every Service selects pods and targets ports they declare", () => {
+    const { deployments, statefulSets, services } = load(overlay);
+    const pods = [...deployments, ...statefulSets].map(template);
+    for (const s of services) {
+      const selected = pods.filter((t) =>
+        selects({ matchLabels: s.spec?.selector }, t.metadata?.labels ?? {}),
+      );
+      expect(selected.length, `Service ${s.metadata?.name}`).toBeGreaterThan(0);
+      for (const port of s.spec?.ports ?? []) {
+        for (const t of selected) {
+          const declared = (t.spec?.containers ?? []).flatMap((c) => c.ports ?? []);
+          expect(
+            declared.some((p) => p.name === port.targetPort || p.containerPort === port.targetPort),
+            `${s.metadata?.name}:${port.name}`,
+          ).toBe(true);
+        }
+      }
+    }
+  });
+
+  // Whether a NetworkPolicy set lets `from` open a TCP connection to `to` on `port`
+  // (pods in the coinmesh namespace; peers selected by podSelector only).
+  function allowed(policies: INetworkPolicy[], from: string, to: string, port: number): boolean {
+    const labels = (app: string) => ({ app, "app.kubernetes.io/part-of": "coinmesh" });
+    const portMatches = (ports: Array<{ port?: number | string }> | undefined) =>
+      !ports || ports.some((p) => p.port === port);
+    const applying = (app: string, type: string) =>
+      policies.filter(
+        (p) => selects(p.spec?.podSelector, labels(app)) && p.spec?.policyTypes?.includes(type),
+      );
+    const egress = applying(from, "Egress").some((p) =>
+      (p.spec?.egress ?? []).some(
+        (rule) =>
+          portMatches(rule.ports) &&
+          (!rule.to ||
+            rule.to.some(
+              (peer) => !peer.namespaceSelector && selects(peer.podSelector, labels(to)),
+            )),
+      ),
+    );
+    const ingress = applying(to, "Ingress").some((p) =>
+      (p.spec?.ingress ?? []).some(
+        (rule) =>
+          portMatches(rule.ports) &&
+          (!rule.from ||
+            rule.from.some(
+              (peer) => !peer.namespaceSelector && selects(peer.podSelector, labels(from)),
+            )),
+      ),
+    );
+    return egress && ingress;
+  }
+
+  test("network policies deny by default and allow exactly the call graph", () => {
+    const { policies } = load(overlay);
+    const denyAll = policies.find(
+      (p) =>
+        Object.keys(p.spec?.podSelector ?? { x: 1 }).length === 0 &&
+        p.spec?.policyTypes?.includes("Ingress") &&
+        p.spec?.policyTypes?.includes("Egress") &&
+        !p.spec?.ingress &&
+        !p.spec?.egress,
+    );
+    expect(denyAll?.metadata?.name).toBe("default-deny");
+    const calls = new Set([
+      "gateway>user",
+      "gateway>order",
+      "gateway>rate",
+      "order>user",
+      "order>rate",
+    ]);
+    for (const from of runnables) {
+      for (const to of runnables) {
+        if (from === to) continue;
+        const port = to === "gateway" ? 8080 : 50051;
+        expect(allowed(policies, from, to, port), `${from} -> ${to}`).toBe(
+          calls.has(`${from}>${to}`),
+        );
+      }
+    }
+  });
+});
