@@ -14,7 +14,7 @@ const hasGitMain = () =>
     .status === 0;
 
 const steps: Step[] = [
-  { name: "lint and format (biome)", command: ["biome", "ci", "."] },
+  { name: "lint and format (biome)", command: ["biome", "ci", "--colors=off", "."] },
   { name: "contracts lint (buf)", command: ["buf", "lint"] },
   { name: "contracts format (buf)", command: ["buf", "format", "--diff", "--exit-code"] },
   {

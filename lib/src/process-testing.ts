@@ -30,7 +30,7 @@ export function spawnRunnable(entry: string, env: Record<string, string>): Spawn
   }>();
   const stderr: string[] = [];
   child.stderr?.on("data", (chunk: Buffer) => stderr.push(chunk.toString()));
-  createInterface({ input: child.stdout! }).on("line", (text) => {
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (text) => {
     let line: Record<string, unknown>;
     try {
       line = JSON.parse(text);
