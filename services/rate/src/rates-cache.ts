@@ -132,6 +132,7 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
   });
 }
 
+const PEER_POLL_MS = 50;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export function createRatesCache(deps: RatesCacheDeps): RatesCache {
@@ -187,9 +188,9 @@ export function createRatesCache(deps: RatesCacheDeps): RatesCache {
   }
 
   async function waitForPeer(): Promise<RatesVersion | undefined> {
-    const until = clock() + deps.peerWaitMs;
-    while (clock() < until) {
-      await sleep(50);
+    // Counted in polls, not clock time: the clock may be a test's, frozen.
+    for (let polls = Math.ceil(deps.peerWaitMs / PEER_POLL_MS); polls > 0; polls--) {
+      await sleep(PEER_POLL_MS);
       const adopted = await adoptShared();
       if (adopted) return adopted;
     }
