@@ -2,6 +2,17 @@
 // the objects. Also the schema check: kubernetes-models / @kubernetes-models/istio
 // validators, plus a probe for unknown fields, which those validators accept.
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { IstioOperator } from "@kubernetes-models/istio/install.istio.io/v1alpha1";
 import {
@@ -60,14 +71,37 @@ export function findKubectl(): string | undefined {
 
 const rendered = new Map<string, Manifest[]>();
 
-/** `kubectl kustomize <dir>`, parsed; cached per directory. */
+// Test files run in separate workers; they share renders through a file named
+// after the content of everything kustomize reads, so an edit re-renders.
+function sourcesHash(dir: string): string {
+  const hash = createHash("sha256").update(dir);
+  for (const root of ["k8s", "istio"]) {
+    const files = readdirSync(`${repoRoot}${root}`, { recursive: true, encoding: "utf8" }).sort();
+    for (const file of files) {
+      const path = `${repoRoot}${root}/${file}`;
+      if (statSync(path).isFile()) hash.update(path).update(readFileSync(path));
+    }
+  }
+  return hash.digest("hex").slice(0, 16);
+}
+
+/** `kubectl kustomize <dir>`, parsed; cached per directory and content. */
 export function render(kubectl: string, dir: string): Manifest[] {
   const cached = rendered.get(dir);
   if (cached) return cached;
-  const text = execFileSync(kubectl, ["kustomize", dir], {
-    encoding: "utf8",
-    maxBuffer: 64 * 1024 * 1024,
-  });
+  const cacheFile = join(tmpdir(), `coinmesh-kustomize-${sourcesHash(dir)}.yaml`);
+  let text: string;
+  if (existsSync(cacheFile)) {
+    text = readFileSync(cacheFile, "utf8");
+  } else {
+    text = execFileSync(kubectl, ["kustomize", dir], {
+      encoding: "utf8",
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    const partial = `${cacheFile}.${process.pid}`;
+    writeFileSync(partial, text);
+    renameSync(partial, cacheFile);
+  }
   const objects = parseYaml(text);
   rendered.set(dir, objects);
   return objects;

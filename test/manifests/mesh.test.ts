@@ -123,7 +123,7 @@ describe.skipIf(!kubectl).each(overlays)("%s mesh", (overlay) => {
   test("DestinationRules: stable/canary subsets match Deployment labels, mTLS, limits", () => {
     const { destinationRules, deployments, services } = load(overlay);
     for (const app of runnables) {
-      const service = services.find((s) => s.metadata.name === app) as Manifest;
+      const service = services.find((s) => s.metadata.name === app) as IService & Manifest;
       const rule = destinationRules.find((d) => d.spec?.host === fqdn(service));
       expect(rule, app).toBeDefined();
       expect(rule?.spec?.subsets?.map((s) => s.name)).toEqual(["stable", "canary"]);

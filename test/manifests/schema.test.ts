@@ -78,7 +78,9 @@ test("the Istio installation file is an IstioOperator with the settings the comp
       ],
     },
   });
-  const telemetry = parseYaml(readFileSync(`${repoRoot}istio/telemetry.yaml`, "utf8"))[0] as {
+  const telemetry = parseYaml(
+    readFileSync(`${repoRoot}istio/telemetry.yaml`, "utf8"),
+  )[0] as unknown as {
     spec: { tracing: Array<{ providers: Array<{ name: string }> }> };
   };
   expect(telemetry.spec.tracing[0]?.providers[0]?.name).toBe("otel-tracing");

@@ -284,7 +284,7 @@ describe.skipIf(!kubectl).each(overlays)("%s workloads", (overlay) => {
     const labels = (app: string) => ({ app, "app.kubernetes.io/part-of": "coinmesh" });
     const portMatches = (ports: Array<{ port?: number | string }> | undefined) =>
       !ports || ports.some((p) => p.port === port);
-    const applying = (app: string, type: string) =>
+    const applying = (app: string, type: "Ingress" | "Egress") =>
       policies.filter(
         (p) => selects(p.spec?.podSelector, labels(app)) && p.spec?.policyTypes?.includes(type),
       );
