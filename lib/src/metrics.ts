@@ -1,5 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { DescMethod } from "@bufbuild/protobuf";
+import { trace } from "@opentelemetry/api";
 import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
 import type { CallObserver } from "./grpc-service.ts";
 import type { Logger } from "./log.ts";
@@ -19,6 +20,7 @@ function grpcType(method: DescMethod): string {
  */
 function createGrpcObserver(registry: Registry, side: "server" | "client"): CallObserver {
   const labelNames = ["grpc_service", "grpc_method", "grpc_type"] as const;
+  type LabelName = (typeof labelNames)[number];
   const started = new Counter({
     name: `grpc_${side}_started_total`,
     help: `RPCs started on the ${side}.`,
@@ -37,9 +39,10 @@ function createGrpcObserver(registry: Registry, side: "server" | "client"): Call
     labelNames,
     buckets: LATENCY_BUCKETS,
     registers: [registry],
+    enableExemplars: true,
   });
   // Label objects are cached per method: this runs on every call.
-  const labels = new WeakMap<DescMethod, Record<(typeof labelNames)[number], string>>();
+  const labels = new WeakMap<DescMethod, Record<LabelName, string>>();
   const labelsOf = (method: DescMethod) => {
     let value = labels.get(method);
     if (!value) {
@@ -57,7 +60,15 @@ function createGrpcObserver(registry: Registry, side: "server" | "client"): Call
     handled(method, code, elapsed) {
       const l = labelsOf(method);
       handled.inc({ ...l, grpc_code: codeName(code) });
-      seconds.observe(l, elapsed);
+      // A sampled trace becomes the bucket's exemplar: Grafana links the latency to the trace.
+      const span = trace.getActiveSpan()?.spanContext();
+      if (span && span.traceFlags & 1) {
+        // prom-client types exemplar labels as metric labels; exemplars carry their own.
+        const exemplarLabels = { trace_id: span.traceId } as unknown as Record<LabelName, string>;
+        seconds.observe({ labels: l, value: elapsed, exemplarLabels });
+      } else {
+        seconds.observe(l, elapsed);
+      }
     },
   };
 }
@@ -69,7 +80,11 @@ export interface Metrics {
 }
 
 export function createMetrics(): Metrics {
+  // OpenMetrics is the format that carries exemplars; Prometheus negotiates it.
   const registry = new Registry();
+  registry.setContentType(
+    Registry.OPENMETRICS_CONTENT_TYPE as unknown as typeof Registry.PROMETHEUS_CONTENT_TYPE,
+  );
   collectDefaultMetrics({ register: registry });
   return {
     registry,
