@@ -46,3 +46,22 @@ export function createRedis(url: string, log: Logger, options: RedisOptions = {}
   redis.on("ready", () => log.info("redis ready"));
   return redis;
 }
+
+/**
+ * Waits until the client is ready, at most timeoutMs; true if it is. Commands fail at once
+ * until then (no offline queue), so a process that coordinates through Redis waits here at
+ * start instead of acting alone; a Redis that stays away only delays the start.
+ */
+export function whenRedisReady(redis: Redis, timeoutMs: number): Promise<boolean> {
+  if (redis.status === "ready") return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = (ready: boolean) => {
+      clearTimeout(timer);
+      redis.off("ready", onReady);
+      resolve(ready);
+    };
+    const onReady = () => done(true);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    redis.on("ready", onReady);
+  });
+}
