@@ -1,6 +1,6 @@
 import { serve, startGrpcServer } from "@coinmesh/lib/grpc-server";
 import { createMetrics, startMetricsServer } from "@coinmesh/lib/metrics";
-import { createRedis } from "@coinmesh/lib/redis";
+import { createRedis, whenRedisReady } from "@coinmesh/lib/redis";
 import { runMain } from "@coinmesh/lib/runtime";
 import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { readConfig } from "./config.ts";
@@ -16,6 +16,9 @@ runMain("rate", async (log) => {
     log,
   );
   const redis = config.redisUrl ? createRedis(config.redisUrl, log) : undefined;
+  if (redis && !(await whenRedisReady(redis, 2_000))) {
+    log.warn("redis not ready after 2s; starting without it, it joins when it connects");
+  }
   const service = await createRateService({
     settings: config,
     redis,

@@ -58,7 +58,7 @@ export function createRateWatch(deps: RateWatchDeps) {
     base: string,
     quotes: string[],
     signal: AbortSignal,
-  ): AsyncGenerator<Rate[]> {
+  ): AsyncGenerator<Rate[], void, undefined> {
     const request = deps.rates.validate(base, quotes);
     if (closed) return;
     const subscriber: Subscriber = { dirty: false, wake: undefined };

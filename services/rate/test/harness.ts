@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { serve } from "@coinmesh/lib/grpc-server";
 import { type Logger, silentLogger } from "@coinmesh/lib/log";
 import { createMetrics } from "@coinmesh/lib/metrics";
-import { createRedis, type Redis } from "@coinmesh/lib/redis";
+import { createRedis, type Redis, whenRedisReady } from "@coinmesh/lib/redis";
 import { startTestServer } from "@coinmesh/lib/testing";
 import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { createRateService } from "../src/service.ts";
@@ -41,6 +41,7 @@ export async function startRateServer(options: RateServerOptions) {
   const redis: Redis | undefined = options.redisUrl
     ? createRedis(options.redisUrl, log, { connectTimeoutMs: 300, maxReconnectDelayMs: 200 })
     : undefined;
+  if (redis) await whenRedisReady(redis, 500);
   const service = await createRateService({
     settings: {
       upstreamUrl: options.upstream.url,

@@ -12,9 +12,13 @@ afterAll(() => upstream.close());
 function client(options: { attempts?: number; clock?: () => number } = {}) {
   const counts = { ok: 0, error: 0, timeout: 0, rate_limited: 0, invalid: 0 };
   const { log, lines } = captureLogger();
-  const upstreamRequest = Object.fromEntries(
-    Object.keys(counts).map((k) => [k, () => counts[k as keyof typeof counts]++]),
-  ) as Record<keyof typeof counts, () => void>;
+  const upstreamRequest = {
+    ok: () => void counts.ok++,
+    error: () => void counts.error++,
+    timeout: () => void counts.timeout++,
+    rate_limited: () => void counts.rate_limited++,
+    invalid: () => void counts.invalid++,
+  };
   const c = createUpstreamClient({
     baseUrl: `${upstream.url}/`,
     apiKey: "secret-key",
