@@ -20,7 +20,7 @@ function grpcType(method: DescMethod): string {
  */
 function createGrpcObserver(registry: Registry, side: "server" | "client"): CallObserver {
   const labelNames = ["grpc_service", "grpc_method", "grpc_type"] as const;
-  type LabelName = (typeof labelNames)[number];
+  type Labels = Record<(typeof labelNames)[number], string>;
   const started = new Counter({
     name: `grpc_${side}_started_total`,
     help: `RPCs started on the ${side}.`,
@@ -42,7 +42,7 @@ function createGrpcObserver(registry: Registry, side: "server" | "client"): Call
     enableExemplars: true,
   });
   // Label objects are cached per method: this runs on every call.
-  const labels = new WeakMap<DescMethod, Record<LabelName, string>>();
+  const labels = new WeakMap<DescMethod, Labels>();
   const labelsOf = (method: DescMethod) => {
     let value = labels.get(method);
     if (!value) {
@@ -61,14 +61,15 @@ function createGrpcObserver(registry: Registry, side: "server" | "client"): Call
       const l = labelsOf(method);
       handled.inc({ ...l, grpc_code: codeName(code) });
       // A sampled trace becomes the bucket's exemplar: Grafana links the latency to the trace.
+      // (With exemplars enabled, prom-client accepts only the object form of observe.)
       const span = trace.getActiveSpan()?.spanContext();
-      if (span && span.traceFlags & 1) {
+      const sampled = span !== undefined && (span.traceFlags & 1) === 1;
+      seconds.observe({
+        labels: l,
+        value: elapsed,
         // prom-client types exemplar labels as metric labels; exemplars carry their own.
-        const exemplarLabels = { trace_id: span.traceId } as unknown as Record<LabelName, string>;
-        seconds.observe({ labels: l, value: elapsed, exemplarLabels });
-      } else {
-        seconds.observe(l, elapsed);
-      }
+        ...(sampled && { exemplarLabels: { trace_id: span.traceId } as unknown as Labels }),
+      });
     },
   };
 }
