@@ -79,7 +79,9 @@ describe("WatchRates", () => {
     clock.advance(5_000);
     // No call drives this refresh: the loop ticks every second and sees the rates are due.
     const next = await stream.next();
-    expect(next.value?.rates.map((r: { price: string }) => r.price)).toEqual(["0.860099448998790485"]);
+    expect(next.value?.rates.map((r: { price: string }) => r.price)).toEqual([
+      "0.860099448998790485",
+    ]);
     controller.abort();
   });
 
