@@ -78,23 +78,47 @@ describe.concurrent("promtool", () => {
   });
 
   it("accepts the cluster config", async () => {
-    let run = await promtool(["check", "config", "prometheus.yml"]);
+    // The Istio workload certificates exist only inside the Prometheus pod; promtool checks
+    // that TLS files exist, so point them at stand-ins.
+    const config = parse(readFileSync(join(prometheusDir, "prometheus.yml"), "utf8"));
+    config.rule_files = config.rule_files.map((glob: string) => join(prometheusDir, glob));
+    for (const job of config.scrape_configs) {
+      for (const key of ["ca_file", "cert_file", "key_file"]) {
+        if (job.tls_config?.[key]) {
+          job.tls_config[key] = join(scratch, basename(job.tls_config[key]));
+          writeFileSync(job.tls_config[key], "");
+        }
+      }
+    }
+    const copy = join(scratch, "prometheus-cluster.yml");
+    writeFileSync(copy, stringify(config));
+    let run = await promtool(["check", "config", copy]);
     // Debian builds Prometheus without Kubernetes discovery. Then check everything else
     // with each kubernetes_sd_configs swapped for an empty static list (the discovery
     // blocks themselves are checked by the next test).
     if (run.output.includes("field kubernetes_sd_configs not found")) {
-      const config = parse(readFileSync(join(prometheusDir, "prometheus.yml"), "utf8"));
-      config.rule_files = config.rule_files.map((glob: string) => join(prometheusDir, glob));
       for (const job of config.scrape_configs) {
         delete job.kubernetes_sd_configs;
         job.static_configs = [];
       }
-      const copy = join(scratch, "prometheus-without-k8s-sd.yml");
       writeFileSync(copy, stringify(config));
       run = await promtool(["check", "config", copy]);
     }
     expect(run.output).toContain("SUCCESS");
     expect(run.code, run.output).toBe(0);
+  });
+
+  it("scrapes app metrics over Istio mutual TLS (PeerAuthentication is STRICT)", () => {
+    const config = parse(readFileSync(join(prometheusDir, "prometheus.yml"), "utf8"));
+    const pods = config.scrape_configs.find(
+      (j: { job_name: string }) => j.job_name === "coinmesh-pods",
+    );
+    expect(pods.scheme).toBe("https");
+    expect(pods.tls_config).toMatchObject({
+      ca_file: "/etc/prom-certs/root-cert.pem",
+      cert_file: "/etc/prom-certs/cert-chain.pem",
+      key_file: "/etc/prom-certs/key.pem",
+    });
   });
 
   it("accepts every rules file", async () => {
