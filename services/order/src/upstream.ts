@@ -1,0 +1,63 @@
+import { AppError, type ErrorKind } from "@coinmesh/lib/errors";
+import type { ClientCallOptions } from "@coinmesh/lib/grpc-client";
+
+/** What a call to another service borrows from the incoming call (a CallContext fits). */
+export interface Call {
+  /** The caller's absolute deadline in epoch ms, if it set one. */
+  readonly deadline?: number | undefined;
+  readonly signal?: AbortSignal | undefined;
+  /** Request id and trace context to forward. */
+  readonly propagate?: Record<string, string> | undefined;
+}
+
+/**
+ * Options for a call made on behalf of `call`: its deadline (capped by timeoutMs, so a missing or
+ * generous deadline cannot hold a request forever), its cancellation and its trace metadata.
+ */
+export function callOptions(call: Call, timeoutMs: number): ClientCallOptions {
+  return {
+    deadline: call.deadline,
+    timeoutMs,
+    signal: call.signal,
+    metadata: call.propagate,
+  };
+}
+
+// A dependency that is down, slow or shedding load: the caller may retry later.
+const TRANSIENT = new Set<ErrorKind>([
+  "unavailable",
+  "deadline_exceeded",
+  "resource_exhausted",
+  "cancelled",
+  "aborted",
+]);
+
+/**
+ * The error to return when a dependency failed: UNAVAILABLE for anything transient (nothing was
+ * written, a retry may succeed), otherwise the failure itself (an INTERNAL without its text).
+ */
+export function dependencyFailure(err: unknown, what: string, reason: string): unknown {
+  if (err instanceof AppError && TRANSIENT.has(err.kind)) {
+    return new AppError(
+      "unavailable",
+      `${what} is unavailable: ${err.message}`,
+      { reason, metadata: { cause: err.kind } },
+      err,
+    );
+  }
+  return err;
+}
+
+/**
+ * Waits for every check and throws the first failure in argument order, so the error a caller
+ * sees does not depend on which dependency answered first.
+ */
+export async function allInOrder<T extends readonly unknown[]>(
+  checks: {
+    [K in keyof T]: Promise<T[K]>;
+  },
+): Promise<T> {
+  const settled = await Promise.allSettled(checks);
+  for (const result of settled) if (result.status === "rejected") throw result.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}
