@@ -110,6 +110,10 @@ export async function startFakeUpstream() {
       if (!currency) throw new Error(`no ${code} in the fake upstream`);
       currency.value = value;
     },
+    /** Drops a currency from the next answers. */
+    remove(code: string) {
+      delete rates[code];
+    },
     async close() {
       for (const res of stalled) res.destroy();
       server.closeAllConnections();

@@ -21,6 +21,7 @@ interface CallError {
 const NOT_FOUND = 5;
 const INVALID_ARGUMENT = 3;
 const UNAVAILABLE = 14;
+const FAILED_PRECONDITION = 9;
 
 async function callError(promise: Promise<unknown>): Promise<CallError> {
   const err = await promise.then(
@@ -82,6 +83,20 @@ describe("GetRate", () => {
     await expect(grpc.getRate({ base: "abc", quote: "usd" })).rejects.toMatchObject({
       kind: "not_found",
     });
+  });
+
+  it("fails FAILED_PRECONDITION for a price 18 fractional digits cannot carry", async () => {
+    upstream.setValue("usd", "1e25");
+    const { connect } = await start();
+    const err = await callError(connect.getRate({ base: "btc", quote: "usd" }));
+    expect(err.code).toBe(FAILED_PRECONDITION);
+    expect(err.findDetails(ErrorInfoSchema)[0]).toMatchObject({
+      reason: "PRICE_OUT_OF_RANGE",
+      metadata: { base: "BTC", quote: "USD" },
+    });
+    // 1e-25 would round to 0: refused too, never served as a zero price.
+    const tiny = await callError(connect.getRate({ base: "usd", quote: "btc" }));
+    expect(tiny.code).toBe(FAILED_PRECONDITION);
   });
 
   it("fails INVALID_ARGUMENT listing every empty field", async () => {
@@ -212,6 +227,8 @@ describe("when the upstream fails", () => {
     expect(err.findDetails(ErrorInfoSchema)[0]?.reason).toBe("RATES_UNAVAILABLE");
     const requests = upstream.state.requests;
     await callError(server.connect.getRate({ base: "btc", quote: "usd" }));
+    const list = await callError(server.connect.listCurrencies({}));
+    expect(list.code).toBe(UNAVAILABLE);
     expect(upstream.state.requests).toBe(requests);
   });
 });

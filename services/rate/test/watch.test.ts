@@ -126,6 +126,18 @@ describe("WatchRates", () => {
     await until(() => server.watch.size === 0);
   });
 
+  it("ends a stream NOT_FOUND when a refresh drops a watched code", async () => {
+    const clock = createFakeClock();
+    const server = await start({ clock: clock.now });
+    const stream = server.grpc.watchRates({ base: "btc", quotes: ["xau"] })[Symbol.asyncIterator]();
+    await stream.next();
+    upstream.remove("xau");
+    clock.advance(60_000);
+    await server.cache.refresh();
+    await expect(stream.next()).rejects.toMatchObject({ kind: "not_found" });
+    await until(() => server.watch.size === 0);
+  });
+
   it("rejects bad requests before streaming", async () => {
     const server = await start();
     const first = (req: { base: string; quotes: string[] }) =>
