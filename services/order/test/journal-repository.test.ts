@@ -1,0 +1,210 @@
+import { createTestDatabase, type TestDatabase } from "@coinmesh/lib/testing";
+import { v7 as uuidv7 } from "uuid";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { Decimal } from "../src/amounts.ts";
+import { type JournalEntry, move, userAccount } from "../src/journal.ts";
+import { accountChanges, createJournalRepository } from "../src/journal-repository.ts";
+import { createLedgerRepository } from "../src/ledger-repository.ts";
+import type { JournalWrite } from "../src/write-once.ts";
+import { ORDER_MIGRATIONS } from "./services.ts";
+
+let db: TestDatabase;
+let journal: ReturnType<typeof createJournalRepository>;
+let ledger: ReturnType<typeof createLedgerRepository>;
+
+beforeAll(async () => {
+  db = await createTestDatabase(ORDER_MIGRATIONS);
+  journal = createJournalRepository(db.pool);
+  ledger = createLedgerRepository(db.pool);
+});
+afterAll(() => db?.drop());
+
+let keys = 0;
+function deposit(userId: string, amount: string, key = `key-${++keys}`): JournalWrite {
+  const entry: JournalEntry = {
+    id: uuidv7(),
+    kind: "deposit",
+    userId,
+    orderId: undefined,
+    createTime: new Date(),
+    postings: move("external", userAccount(userId), "USD", new Decimal(amount)),
+  };
+  return {
+    userId,
+    key,
+    rpc: "Deposit",
+    request: new TextEncoder().encode(amount),
+    response: new TextEncoder().encode(`response ${entry.id}`),
+    entry,
+    order: undefined,
+  };
+}
+
+function withdrawal(userId: string, amount: string): JournalWrite {
+  const w = deposit(userId, amount);
+  w.rpc = "Withdraw";
+  w.entry.kind = "withdrawal";
+  w.entry.postings = move(userAccount(userId), "external", "USD", new Decimal(amount));
+  return w;
+}
+
+async function count(table: string, userId: string): Promise<number> {
+  const { rows } = await db.pool.query<{ n: string }>(
+    `SELECT count(*) AS n FROM ${table} WHERE user_id = $1`,
+    [userId],
+  );
+  return Number(rows[0]?.n);
+}
+
+/** Holds a key in an open transaction, as a first attempt still running does. */
+async function holdKey(w: JournalWrite) {
+  const client = await db.pool.connect();
+  await client.query("BEGIN");
+  await client.query(
+    "INSERT INTO idempotency_keys (user_id, key, rpc, request, response, create_time) VALUES ($1, $2, $3, $4, $5, now())",
+    [w.userId, w.key, w.rpc, w.request, Buffer.from("first attempt")],
+  );
+  return {
+    async end(how: "COMMIT" | "ROLLBACK") {
+      await client.query(how);
+      client.release();
+    },
+  };
+}
+
+/** Whether a promise is still pending after a moment. */
+async function pending(promise: Promise<unknown>): Promise<boolean> {
+  const marker = Symbol();
+  const raced = await Promise.race([promise, new Promise((r) => setTimeout(() => r(marker), 150))]);
+  return raced === marker;
+}
+
+test("accountChanges orders user accounts by (user, currency) and skips house and external", () => {
+  const postings = [
+    { account: "user:b", currency: "USD", amount: "-1" },
+    { account: "house", currency: "USD", amount: "1" },
+    { account: "user:a", currency: "USD", amount: "1" },
+    { account: "user:a", currency: "BTC", amount: "-1" },
+    { account: "external", currency: "USD", amount: "-1" },
+  ];
+  expect(accountChanges(postings).map((c) => `${c.userId}/${c.currency}/${c.delta}`)).toEqual([
+    "a/BTC/-1",
+    "a/USD/1",
+    "b/USD/-1",
+  ]);
+});
+
+describe("write", () => {
+  test("stores the entry, its key and the balances", async () => {
+    const userId = uuidv7();
+    const w = deposit(userId, "10.5");
+    expect(await journal.write(w)).toEqual({ status: "written" });
+    expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "10.5" }]);
+    const [entry] = await ledger.history(userId, undefined, 10);
+    expect(entry).toEqual({ ...w.entry, createTime: entry?.createTime });
+    expect(entry?.createTime.getTime()).toBe(w.entry.createTime.getTime());
+  });
+
+  test("a taken key writes nothing and returns what is stored", async () => {
+    const userId = uuidv7();
+    const first = deposit(userId, "1", "same");
+    await journal.write(first);
+    const second = deposit(userId, "2", "same");
+    const outcome = await journal.write(second);
+    expect(outcome).toEqual({
+      status: "duplicate",
+      stored: {
+        rpc: "Deposit",
+        request: Buffer.from(first.request),
+        response: Buffer.from(first.response),
+      },
+    });
+    expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "1" }]);
+    expect(await count("transactions", userId)).toBe(1);
+  });
+
+  test("a short debit writes nothing and reports exact figures", async () => {
+    const userId = uuidv7();
+    await journal.write(deposit(userId, "3.25"));
+    expect(await journal.write(withdrawal(userId, "3.250000000000000001"))).toEqual({
+      status: "insufficient",
+      userId,
+      currency: "USD",
+      available: "3.250000000000000000",
+      required: "3.250000000000000001",
+    });
+    expect(await count("transactions", userId)).toBe(1);
+    expect(await count("idempotency_keys", userId)).toBe(1);
+    expect(await journal.write(withdrawal(userId, "3.25"))).toEqual({ status: "written" });
+    expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "0" }]);
+  });
+
+  test("a debit of an account never credited finds nothing available and creates no account", async () => {
+    const userId = uuidv7();
+    expect(await journal.write(withdrawal(userId, "1"))).toMatchObject({
+      status: "insufficient",
+      available: "0",
+    });
+    expect(await ledger.balances(userId)).toEqual([]);
+  });
+});
+
+describe("while a first attempt is still running", () => {
+  test("a retry waits for it, then gets its result", async (ctx) => {
+    if (!db.real) ctx.skip("needs the real Postgres: the embedded one serializes connections");
+    const userId = uuidv7();
+    const w = deposit(userId, "5");
+    const first = await holdKey(w);
+    const retry = journal.write(w);
+    expect(await pending(retry)).toBe(true);
+    await first.end("COMMIT");
+    expect(await retry).toMatchObject({
+      status: "duplicate",
+      stored: { response: Buffer.from("first attempt") },
+    });
+    expect(await count("transactions", userId)).toBe(0);
+  });
+
+  test("a retry executes itself if the first attempt rolls back", async (ctx) => {
+    if (!db.real) ctx.skip("needs the real Postgres: the embedded one serializes connections");
+    const userId = uuidv7();
+    const w = deposit(userId, "5");
+    const first = await holdKey(w);
+    const retry = journal.write(w);
+    expect(await pending(retry)).toBe(true);
+    await first.end("ROLLBACK");
+    expect(await retry).toEqual({ status: "written" });
+    expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "5" }]);
+  });
+
+  test("findResult waits for it too, and leaves no key behind when there is none", async (ctx) => {
+    if (!db.real) ctx.skip("needs the real Postgres: the embedded one serializes connections");
+    const userId = uuidv7();
+    const w = deposit(userId, "5");
+    const first = await holdKey(w);
+    const lookup = journal.findResult(userId, w.key);
+    expect(await pending(lookup)).toBe(true);
+    await first.end("COMMIT");
+    expect((await lookup)?.response).toEqual(Buffer.from("first attempt"));
+
+    expect(await journal.findResult(userId, "never-used")).toBeUndefined();
+    expect(await count("idempotency_keys", userId)).toBe(1);
+  });
+});
+
+test("deleteKeysBefore deletes only keys older than the cut-off", async () => {
+  const userId = uuidv7();
+  await journal.write(deposit(userId, "1", "old-1"));
+  await journal.write(deposit(userId, "1", "old-2"));
+  await journal.write(deposit(userId, "1", "new"));
+  await db.pool.query(
+    "UPDATE idempotency_keys SET create_time = now() - interval '49 hours' WHERE user_id = $1 AND key LIKE 'old-%'",
+    [userId],
+  );
+  const cutoff = new Date(Date.now() - 48 * 3_600_000);
+  expect(await journal.deleteKeysBefore(cutoff, 1)).toBeGreaterThanOrEqual(2);
+  const { rows } = await db.pool.query("SELECT key FROM idempotency_keys WHERE user_id = $1", [
+    userId,
+  ]);
+  expect(rows).toEqual([{ key: "new" }]);
+});
