@@ -1,26 +1,7 @@
 import { AppError } from "@coinmesh/lib/errors";
 import type { Logger } from "@coinmesh/lib/log";
 import type { RatesTable } from "./rates-payload.ts";
-
-export type RateSource = "upstream" | "cache" | "snapshot";
-
-/** One set of rates and the three ways it can be served; built once, so reads allocate nothing. */
-export interface RatesVersion {
-  table: RatesTable;
-  /** Time of the successful fetch (the upstream sends none), or the snapshot's recorded date. */
-  asOf: Date;
-  asOfMs: number;
-  /** The payload as the upstream sent it, shared with other replicas through Redis. */
-  raw: string;
-  origin: "upstream" | "shared" | "snapshot";
-  views: { upstream: RatesView; fresh: RatesView; stale: RatesView };
-}
-
-export interface RatesView {
-  readonly version: RatesVersion;
-  readonly source: RateSource;
-  readonly stale: boolean;
-}
+import { makeVersion, type RatesVersion, type RatesView } from "./rates-version.ts";
 
 /** A successful upstream response. */
 export interface FetchedRates {
@@ -80,35 +61,6 @@ export interface RatesCache {
   onRefresh(listener: () => void): () => void;
   /** Age in seconds of the rates being served, for the staleness gauge. */
   ageSeconds(): number | undefined;
-}
-
-function makeVersion(
-  rates: FetchedRates,
-  asOfMs: number,
-  origin: RatesVersion["origin"],
-): RatesVersion {
-  const version = {
-    table: rates.table,
-    raw: rates.raw,
-    asOf: new Date(asOfMs),
-    asOfMs,
-    origin,
-  } as RatesVersion;
-  const snapshot = origin === "snapshot";
-  const view = (source: RateSource, stale: boolean): RatesView =>
-    Object.freeze({ version, source, stale });
-  version.views = snapshot
-    ? {
-        upstream: view("snapshot", true),
-        fresh: view("snapshot", true),
-        stale: view("snapshot", true),
-      }
-    : {
-        upstream: view("upstream", false),
-        fresh: view("cache", false),
-        stale: view("cache", true),
-      };
-  return version;
 }
 
 function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {

@@ -1,7 +1,8 @@
 import { AppError, createViolations } from "@coinmesh/lib/errors";
 import { derivePrice } from "./price.ts";
-import type { RateSource, RatesCache, RatesView } from "./rates-cache.ts";
+import type { RatesCache } from "./rates-cache.ts";
 import type { Currency } from "./rates-payload.ts";
+import type { RateSource, RatesView } from "./rates-version.ts";
 
 /** The price of one base in quote, and where it came from. Immutable: memoized and shared. */
 export interface Rate {
