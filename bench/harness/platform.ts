@@ -1,0 +1,110 @@
+// The processes under test, started on demand as real processes on loopback and shared by the
+// scenarios of one run: the echo reference, the rate service (on a fake upstream and the local
+// Redis), user and order (each on a fresh database on the real Postgres) and the gateway.
+import { createTestDatabase, type TestDatabase } from "@coinmesh/lib/testing";
+import { startFakeUpstream } from "../../services/rate/test/fake-upstream.ts";
+import { type Runnable, type RunnableOptions, startRunnable } from "./runnable.ts";
+
+export type FakeUpstream = Awaited<ReturnType<typeof startFakeUpstream>>;
+
+const root = new URL("../..", import.meta.url).pathname;
+export const migrationsOf = (service: string) => `${root}services/${service}/migrations`;
+
+/** A Redis database of its own (not the default 0), so fake prices never reach a dev's cache. */
+export const BENCH_REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379/7";
+
+export const JWT_SECRET = "coinmesh-bench-secret-only-for-local-benchmarks";
+
+export interface Platform {
+  echo(): Promise<Runnable>;
+  rate(): Promise<Runnable>;
+  /** The fake rates API the shared rate service reads. */
+  upstream(): Promise<FakeUpstream>;
+  user(): Promise<Runnable>;
+  order(): Promise<Runnable>;
+  gateway(): Promise<Runnable>;
+  /** A migrated database of a service, for start-time runs and pgbench. */
+  database(service: "user" | "order"): Promise<TestDatabase>;
+  /** Starts an extra runnable that is stopped with the platform. */
+  start(options: RunnableOptions): Promise<Runnable>;
+  /** Every process started so far, by name. */
+  pids(): Record<string, number>;
+  stop(): Promise<void>;
+}
+
+export function createPlatform(): Platform {
+  const running = new Map<string, Runnable>();
+  const cleanups: (() => Promise<void>)[] = [];
+  const memo = new Map<string, Promise<unknown>>();
+  const once = <T>(key: string, make: () => Promise<T>): Promise<T> => {
+    let p = memo.get(key) as Promise<T> | undefined;
+    if (!p) {
+      p = make();
+      memo.set(key, p);
+    }
+    return p;
+  };
+
+  async function start(options: RunnableOptions): Promise<Runnable> {
+    const runnable = await startRunnable(options);
+    running.set(options.name, runnable);
+    return runnable;
+  }
+
+  const database = (service: "user" | "order") =>
+    once(`db:${service}`, async () => {
+      const db = await createTestDatabase(migrationsOf(service));
+      if (!db.real) {
+        await db.drop();
+        throw new Error("benchmarks need the real Postgres (PGlite serializes transactions)");
+      }
+      cleanups.push(() => db.drop());
+      return db;
+    });
+
+  const upstream = () =>
+    once("upstream", async () => {
+      const fake = await startFakeUpstream();
+      cleanups.push(() => fake.close());
+      return fake;
+    });
+
+  const platform: Platform = {
+    echo: () =>
+      once("echo", () => start({ name: "echo", entry: "bench/reference/echo-server.ts" })),
+    upstream,
+    rate: () =>
+      once("rate", async () =>
+        start({
+          name: "rate",
+          entry: "services/rate/src/main.ts",
+          env: { RATES_UPSTREAM_URL: (await upstream()).url, REDIS_URL: BENCH_REDIS_URL },
+        }),
+      ),
+    user: () =>
+      once("user", async () =>
+        start({
+          name: "user",
+          entry: "services/user/src/main.ts",
+          env: { DATABASE_URL: (await database("user")).url },
+        }),
+      ),
+    order: () =>
+      once("order", async () => {
+        throw new Error("order service wiring not added yet");
+      }),
+    gateway: () =>
+      once("gateway", async () => {
+        throw new Error("gateway wiring not added yet");
+      }),
+    database,
+    start,
+    pids: () => Object.fromEntries([...running].map(([name, r]) => [name, r.pid])),
+    async stop() {
+      await Promise.all([...running.values()].map((r) => r.stop()));
+      running.clear();
+      for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+    },
+  };
+  return platform;
+}

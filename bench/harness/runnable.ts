@@ -1,0 +1,125 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { createServer } from "node:net";
+import { createInterface } from "node:readline";
+import { createServiceClient } from "@coinmesh/lib/grpc-client";
+import {
+  Health,
+  HealthCheckResponse_ServingStatus,
+} from "@coinmesh/proto/grpc/health/v1/health_pb";
+
+const root = new URL("../..", import.meta.url).pathname;
+
+/** A port nobody listens on right now (the OS picks it). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  server.close();
+  await once(server, "close");
+  if (typeof address !== "object" || !address) throw new Error("no port");
+  return address.port;
+}
+
+export interface Runnable {
+  name: string;
+  pid: number;
+  port: number;
+  /** Where /metrics is served (Prometheus text). */
+  metricsPort: number;
+  /** host:port */
+  address: string;
+  /** Spawn to health SERVING, in ms. */
+  startMs: number;
+  /** The last lines the process wrote, for error messages. */
+  tail(): string;
+  stop(): Promise<void>;
+}
+
+export interface RunnableOptions {
+  name: string;
+  /** Path from the repository root, e.g. services/user/src/main.ts. */
+  entry: string;
+  env?: Record<string, string>;
+  port?: number;
+  /** Serves grpc.health.v1 on this port (the gateway serves it on its own port, too). */
+  healthPort?: number;
+  timeoutMs?: number;
+}
+
+/**
+ * Starts a runnable the way production does (`node --import telemetry-register <entry>`) and
+ * resolves once grpc.health.v1 Check answers SERVING, polled every 10 ms.
+ */
+export async function startRunnable(options: RunnableOptions): Promise<Runnable> {
+  const port = options.port ?? (await freePort());
+  const metricsPort = await freePort();
+  const spawnedAt = performance.now();
+  const child: ChildProcess = spawn(
+    process.execPath,
+    ["--import", "./lib/src/telemetry-register.ts", options.entry],
+    {
+      cwd: root,
+      env: {
+        ...process.env,
+        LOG_FORMAT: "json",
+        LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
+        PORT: String(port),
+        METRICS_PORT: String(metricsPort),
+        ...options.env,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  const lines: string[] = [];
+  for (const stream of [child.stdout, child.stderr]) {
+    if (!stream) continue;
+    createInterface({ input: stream }).on("line", (line) => {
+      lines.push(line);
+      if (lines.length > 40) lines.shift();
+    });
+  }
+  const exited = once(child, "exit");
+  const tail = () => lines.join("\n");
+  const healthAddress = `127.0.0.1:${options.healthPort ?? port}`;
+  const { client, close } = createServiceClient(Health, healthAddress);
+  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  let startMs: number | undefined;
+  try {
+    while (startMs === undefined) {
+      if (child.exitCode !== null) throw new Error(`${options.name} exited:\n${tail()}`);
+      if (Date.now() > deadline) throw new Error(`${options.name} not SERVING in time:\n${tail()}`);
+      try {
+        const res = await client.check({}, { timeoutMs: 200 });
+        if (res.status === HealthCheckResponse_ServingStatus.SERVING) {
+          startMs = performance.now() - spawnedAt;
+        }
+      } catch {
+        // not listening yet
+      }
+      if (startMs === undefined) await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw err;
+  } finally {
+    close();
+  }
+  return {
+    name: options.name,
+    pid: child.pid as number,
+    port,
+    metricsPort,
+    address: `127.0.0.1:${port}`,
+    startMs,
+    tail,
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}

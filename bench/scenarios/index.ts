@@ -1,0 +1,5 @@
+import type { Scenario } from "../harness/scenario.ts";
+import { getRateScenario } from "./get-rate.ts";
+
+/** Every scenario, in running order. */
+export const SCENARIOS: Scenario[] = [getRateScenario];
