@@ -111,35 +111,66 @@ function first(metadata: grpc.Metadata, key: string): string | undefined {
 
 const PROPAGATED = [REQUEST_ID_HEADER, SUBJECT_HEADER, ADMIN_HEADER, "traceparent", "tracestate"];
 
+/**
+ * The per-call context. It is built on every call, so everything a handler may not need (the
+ * abort controller, a request id, a child logger, propagated metadata) is made on first use.
+ */
 function createContext(
   call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
   method: DescMethod,
   log: Logger,
 ) {
-  const controller = new AbortController();
   const metadata = call.metadata;
-  const requestId = first(metadata, REQUEST_ID_HEADER) ?? randomUUID();
+  let controller: AbortController | undefined;
+  let abortReason: unknown;
+  let requestId: string | undefined;
+  let childLog: Logger | undefined;
+  let propagate: Record<string, string> | undefined;
+  const id = () => {
+    requestId ??= first(metadata, REQUEST_ID_HEADER) ?? randomUUID();
+    return requestId;
+  };
   const deadline = call.getDeadline();
-  const propagate: Record<string, string> = { [REQUEST_ID_HEADER]: requestId };
-  for (const key of PROPAGATED) {
-    const value = first(metadata, key);
-    if (value !== undefined) propagate[key] = value;
-  }
   const ctx: CallContext = {
-    signal: controller.signal,
+    get signal() {
+      if (!controller) {
+        controller = new AbortController();
+        if (abortReason !== undefined) controller.abort(abortReason);
+      }
+      return controller.signal;
+    },
     deadline:
       deadline instanceof Date
         ? deadline.getTime()
         : Number.isFinite(deadline)
           ? deadline
           : undefined,
-    requestId,
+    get requestId() {
+      return id();
+    },
     subject: first(metadata, SUBJECT_HEADER),
     admin: first(metadata, ADMIN_HEADER) === "true",
-    log: log.child({ rpc: `${method.parent.typeName}/${method.name}`, request_id: requestId }),
-    propagate,
+    get log() {
+      childLog ??= log.child({ rpc: `${method.parent.typeName}/${method.name}`, request_id: id() });
+      return childLog;
+    },
+    get propagate() {
+      if (!propagate) {
+        propagate = { [REQUEST_ID_HEADER]: id() };
+        for (const key of PROPAGATED) {
+          const value = first(metadata, key);
+          if (value !== undefined) propagate[key] = value;
+        }
+      }
+      return propagate;
+    },
   };
-  return { ctx, controller };
+  const abort = (reason: unknown) => {
+    if (abortReason !== undefined) return;
+    abortReason = reason;
+    controller?.abort(reason);
+  };
+  return { ctx, abort };
 }
 
 function reportFailure(ctx: CallContext, err: unknown) {
@@ -158,11 +189,11 @@ function unaryCall(
   return (call, callback) => {
     const startedAt = performance.now();
     observer?.started(method);
-    const { ctx, controller } = createContext(call, method, log);
+    const { ctx, abort } = createContext(call, method, log);
     let finished = false;
     // grpc-js may emit "cancelled" after a normal end; only a call still running is aborted.
     call.once("cancelled", () => {
-      if (!finished) controller.abort(new AppError("cancelled", "call cancelled"));
+      if (!finished) abort(new AppError("cancelled", "call cancelled"));
     });
     handler(call.request, ctx).then(
       (response) => {
@@ -189,13 +220,12 @@ function streamCall(
   return async (call) => {
     const startedAt = performance.now();
     observer?.started(method);
-    const { ctx, controller } = createContext(call, method, log);
+    const { ctx, abort } = createContext(call, method, log);
     let finished = false;
-    const onShutdown = () =>
-      controller.abort(new AppError("unavailable", "server is shutting down"));
+    const onShutdown = () => abort(new AppError("unavailable", "server is shutting down"));
     shutdownSignal?.addEventListener("abort", onShutdown, { once: true });
     call.once("cancelled", () => {
-      if (!finished) controller.abort(new AppError("cancelled", "call cancelled"));
+      if (!finished) abort(new AppError("cancelled", "call cancelled"));
     });
     let code: grpc.status = grpc.status.OK;
     try {

@@ -55,11 +55,34 @@ function createGrpcObserver(registry: Registry, side: "server" | "client"): Call
     }
     return value;
   };
+  // Bound children skip prom-client's per-call label hashing on the hot path.
+  const startedChildren = new WeakMap<DescMethod, ReturnType<typeof started.labels>>();
+  const handledChildren = new WeakMap<DescMethod, Map<number, ReturnType<typeof handled.labels>>>();
+  const handledChild = (method: DescMethod, code: number) => {
+    let byCode = handledChildren.get(method);
+    if (!byCode) {
+      byCode = new Map();
+      handledChildren.set(method, byCode);
+    }
+    let child = byCode.get(code);
+    if (!child) {
+      child = handled.labels({ ...labelsOf(method), grpc_code: codeName(code) });
+      byCode.set(code, child);
+    }
+    return child;
+  };
   return {
-    started: (method) => started.inc(labelsOf(method)),
+    started(method) {
+      let child = startedChildren.get(method);
+      if (!child) {
+        child = started.labels(labelsOf(method));
+        startedChildren.set(method, child);
+      }
+      child.inc();
+    },
     handled(method, code, elapsed) {
       const l = labelsOf(method);
-      handled.inc({ ...l, grpc_code: codeName(code) });
+      handledChild(method, code).inc();
       // A sampled trace becomes the bucket's exemplar: Grafana links the latency to the trace.
       // (With exemplars enabled, prom-client accepts only the object form of observe.)
       const span = trace.getActiveSpan()?.spanContext();
