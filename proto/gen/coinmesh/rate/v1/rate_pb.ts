@@ -77,8 +77,8 @@ export type Rate = Message<"coinmesh.rate.v1.Rate"> & {
   quote: string;
 
   /**
-   * Decimal string with up to 18 significant fractional digits; "1" when
-   * base equals quote.
+   * Decimal string rounded half-even to at most 18 fractional digits, trailing
+   * zeros trimmed; "1" when base equals quote.
    *
    * @generated from field: string price = 3;
    */
