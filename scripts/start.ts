@@ -21,6 +21,8 @@ export const DEV_JWT_SECRET = "coinmesh-local-development-secret-do-not-deploy";
 
 const runnables: Runnable[] = [
   { name: "user", entry: "services/user/src/main.ts", port: 50051, color: 36 },
+  { name: "rate", entry: "services/rate/src/main.ts", port: 50053, color: 33 },
+  { name: "order", entry: "services/order/src/main.ts", port: 50052, color: 35 },
 ];
 
 const children = new Map<string, ChildProcess>();
