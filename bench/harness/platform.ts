@@ -91,7 +91,20 @@ export function createPlatform(): Platform {
       ),
     order: () =>
       once("order", async () => {
-        throw new Error("order service wiring not added yet");
+        const [db, user, rate] = await Promise.all([
+          database("order"),
+          platform.user(),
+          platform.rate(),
+        ]);
+        return start({
+          name: "order",
+          entry: "services/order/src/main.ts",
+          env: {
+            DATABASE_URL: db.url,
+            USER_SERVICE_ADDR: user.address,
+            RATE_SERVICE_ADDR: rate.address,
+          },
+        });
       }),
     gateway: () =>
       once("gateway", async () => {

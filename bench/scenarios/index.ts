@@ -1,5 +1,6 @@
 import type { Scenario } from "../harness/scenario.ts";
 import { getRateScenario } from "./get-rate.ts";
+import { placeOrderScenario } from "./place-order.ts";
 
 /** Every scenario, in running order. */
-export const SCENARIOS: Scenario[] = [getRateScenario];
+export const SCENARIOS: Scenario[] = [getRateScenario, placeOrderScenario];
