@@ -10,6 +10,8 @@ export interface RateConfig extends CommonConfig {
   /** Serve the bundled snapshot when nothing newer is usable. */
   allowSnapshot: boolean;
   redisUrl: string | undefined;
+  /** Redis key of the shared last known good; replicas of one deployment share it. */
+  redisKey: string;
 }
 
 export function readConfig(env: Record<string, string | undefined>): RateConfig {
@@ -27,6 +29,7 @@ export function readConfig(env: Record<string, string | undefined>): RateConfig 
     // with Redis must opt in, so the order service never fills on bundled prices by accident.
     allowSnapshot: read.bool("RATES_ALLOW_SNAPSHOT", redisUrl === undefined),
     redisUrl,
+    redisKey: read.string("RATES_REDIS_KEY", "coinmesh:rates:v1"),
   };
   if (config.maxStalenessMs < config.ttlMs) {
     read.problem("RATES_MAX_STALENESS_SECONDS must be at least RATES_TTL_SECONDS");

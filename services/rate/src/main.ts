@@ -22,6 +22,7 @@ runMain("rate", async (log) => {
   const service = await createRateService({
     settings: config,
     redis,
+    keyPrefix: config.redisKey,
     registry: metrics.registry,
     log,
     clock: Date.now,
