@@ -23,7 +23,7 @@ export async function runScenarios(
     ctx.progress.log(`${scenario.name}: ${scenario.title} (~${scenario.expectedS} s)`);
     const base = { name: scenario.name, title: scenario.title };
     try {
-      const outcome = await scenario.run(ctx);
+      const outcome = await scenario.run({ ...ctx, completed: [...reports] });
       reports.push({ ...base, ...outcome, seconds: (performance.now() - startedAt) / 1000 });
     } catch (err) {
       ctx.progress.log(`${scenario.name} failed: ${(err as Error).stack ?? err}`);
@@ -66,7 +66,12 @@ if (import.meta.main) {
   process.once("SIGTERM", stop);
   let scenarioReports: ScenarioReport[];
   try {
-    scenarioReports = await runScenarios(scenarios, { ...settings, platform, progress });
+    scenarioReports = await runScenarios(scenarios, {
+      ...settings,
+      platform,
+      progress,
+      completed: [],
+    });
   } finally {
     await platform.stop();
   }

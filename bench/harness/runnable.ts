@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { createInterface } from "node:readline";
 import { createServiceClient } from "@coinmesh/lib/grpc-client";
 import {
@@ -9,6 +9,20 @@ import {
 } from "@coinmesh/proto/grpc/health/v1/health_pb";
 
 const root = new URL("../..", import.meta.url).pathname;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Whether something accepts TCP connections on the loopback port. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
 
 /** A port nobody listens on right now (the OS picks it). */
 export async function freePort(): Promise<number> {
@@ -46,6 +60,8 @@ export interface RunnableOptions {
   /** Serves grpc.health.v1 on this port (the gateway serves it on its own port, too). */
   healthPort?: number;
   timeoutMs?: number;
+  /** Without `--import telemetry-register`, to tell its cost apart (default: with it). */
+  withoutTelemetry?: boolean;
 }
 
 /**
@@ -58,7 +74,9 @@ export async function startRunnable(options: RunnableOptions): Promise<Runnable>
   const spawnedAt = performance.now();
   const child: ChildProcess = spawn(
     process.execPath,
-    ["--import", "./lib/src/telemetry-register.ts", options.entry],
+    options.withoutTelemetry
+      ? [options.entry]
+      : ["--import", "./lib/src/telemetry-register.ts", options.entry],
     {
       cwd: root,
       env: {
@@ -82,29 +100,37 @@ export async function startRunnable(options: RunnableOptions): Promise<Runnable>
   }
   const exited = once(child, "exit");
   const tail = () => lines.join("\n");
-  const healthAddress = `127.0.0.1:${options.healthPort ?? port}`;
-  const { client, close } = createServiceClient(Health, healthAddress);
+  const healthPort = options.healthPort ?? port;
   const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  const checkAlive = () => {
+    if (child.exitCode !== null) throw new Error(`${options.name} exited:\n${tail()}`);
+    if (Date.now() > deadline) throw new Error(`${options.name} not SERVING in time:\n${tail()}`);
+  };
   let startMs: number | undefined;
   try {
-    while (startMs === undefined) {
-      if (child.exitCode !== null) throw new Error(`${options.name} exited:\n${tail()}`);
-      if (Date.now() > deadline) throw new Error(`${options.name} not SERVING in time:\n${tail()}`);
-      try {
-        const res = await client.check({}, { timeoutMs: 200 });
-        if (res.status === HealthCheckResponse_ServingStatus.SERVING) {
+    // A grpc-js channel that meets a closed port backs off for a second or more before trying
+    // again, which would round start times up: wait for the port with plain TCP first.
+    while (!(await accepts(healthPort))) {
+      checkAlive();
+      await sleep(5);
+    }
+    const { client, close } = createServiceClient(Health, `127.0.0.1:${healthPort}`);
+    try {
+      while (startMs === undefined) {
+        checkAlive();
+        const res = await client.check({}, { timeoutMs: 1_000 }).catch(() => undefined);
+        if (res?.status === HealthCheckResponse_ServingStatus.SERVING) {
           startMs = performance.now() - spawnedAt;
+        } else {
+          await sleep(5);
         }
-      } catch {
-        // not listening yet
       }
-      if (startMs === undefined) await new Promise((resolve) => setTimeout(resolve, 10));
+    } finally {
+      close();
     }
   } catch (err) {
     child.kill("SIGKILL");
     throw err;
-  } finally {
-    close();
   }
   return {
     name: options.name,

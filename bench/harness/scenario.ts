@@ -34,6 +34,8 @@ export const FULL_SETTINGS: BenchSettings = {
 export interface BenchContext extends BenchSettings {
   platform: Platform;
   progress: Progress;
+  /** Reports of the scenarios that already ran in this invocation. */
+  completed: ScenarioReport[];
 }
 
 export type ScenarioOutcome = Pick<ScenarioReport, "runs" | "targets" | "notes">;

@@ -1,7 +1,13 @@
 import type { Scenario } from "../harness/scenario.ts";
+import { footprintScenario } from "./footprint.ts";
 import { getRateScenario } from "./get-rate.ts";
 import { placeOrderScenario } from "./place-order.ts";
 import { watchRatesScenario } from "./watch-rates.ts";
 
-/** Every scenario, in running order. */
-export const SCENARIOS: Scenario[] = [getRateScenario, placeOrderScenario, watchRatesScenario];
+/** Every scenario, in running order; footprint last, as it gathers the peaks of all runs. */
+export const SCENARIOS: Scenario[] = [
+  getRateScenario,
+  placeOrderScenario,
+  watchRatesScenario,
+  footprintScenario,
+];

@@ -1,0 +1,212 @@
+import { AccountService } from "@coinmesh/proto/order/v1/account_pb";
+import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
+import { UserService } from "@coinmesh/proto/user/v1/user_pb";
+import { createFundedUsers } from "../harness/accounts.ts";
+import { BENCH_REDIS_URL } from "../harness/platform.ts";
+import { check, median, type RunResult, repeated } from "../harness/results.ts";
+import type { RunnableOptions } from "../harness/runnable.ts";
+import {
+  type BenchContext,
+  closedLoop,
+  meter,
+  origin,
+  type Scenario,
+  withServerCodes,
+} from "../harness/scenario.ts";
+import { encodeRequest, rawGrpcRequest } from "../harness/wire.ts";
+import { ECHO_PATH } from "../reference/echo-server.ts";
+import { GET_RATE } from "./get-rate.ts";
+
+const STARTS = 5;
+/** About the size of a GetRate response. */
+const ECHO_PAYLOAD = Buffer.alloc(40, 1);
+const RSS_LIMIT_MB = 150;
+const SEMI_SPACE_MB = 16;
+
+/** Peak RSS per process over every run of the scenarios that ran before this one. */
+function peaksSoFar(ctx: BenchContext): Map<string, { mb: number; where: string }> {
+  const peaks = new Map<string, { mb: number; where: string }>();
+  for (const scenario of ctx.completed) {
+    for (const run of scenario.runs) {
+      for (const [name, usage] of Object.entries(run.median.usage)) {
+        if (name === "generator") continue;
+        const seen = peaks.get(name);
+        if (!seen || usage.peakRssMb > seen.mb) {
+          peaks.set(name, { mb: usage.peakRssMb, where: `${scenario.name}: ${run.label}` });
+        }
+      }
+    }
+  }
+  return peaks;
+}
+
+export const footprintScenario: Scenario = {
+  name: "footprint",
+  title: "Footprint: start to SERVING on real Postgres, peak RSS under load",
+  expectedS: 60,
+  async run(ctx: BenchContext) {
+    const { platform } = ctx;
+    const [echo, rate, user, order] = await Promise.all([
+      platform.echo(),
+      platform.rate(),
+      platform.user(),
+      platform.order(),
+    ]);
+    const [userDb, orderDb] = await Promise.all([
+      platform.database("user"),
+      platform.database("order"),
+    ]);
+    const upstream = await platform.upstream();
+
+    // Start times: a second instance of each, migrations already applied, spawn → SERVING.
+    const starters: RunnableOptions[] = [
+      { name: "user", entry: "services/user/src/main.ts", env: { DATABASE_URL: userDb.url } },
+      {
+        name: "order",
+        entry: "services/order/src/main.ts",
+        env: {
+          DATABASE_URL: orderDb.url,
+          USER_SERVICE_ADDR: user.address,
+          RATE_SERVICE_ADDR: rate.address,
+        },
+      },
+      {
+        name: "rate",
+        entry: "services/rate/src/main.ts",
+        env: { RATES_UPSTREAM_URL: upstream.url, REDIS_URL: BENCH_REDIS_URL },
+      },
+    ];
+    const startTimes = async (options: RunnableOptions) => {
+      const done = ctx.progress.step(`${options.name}: ${STARTS} starts`);
+      const times: number[] = [];
+      try {
+        for (let i = 0; i < STARTS; i++) {
+          const started = await platform.start({ ...options, name: `${options.name}-start` });
+          times.push(started.startMs);
+          await started.stop();
+        }
+        return times;
+      } finally {
+        done();
+      }
+    };
+    const starts: [string, number[]][] = [];
+    for (const options of starters) starts.push([options.name, await startTimes(options)]);
+    // The same user service without the telemetry preload: how much of the start is module loading.
+    const [userStarter] = starters as [RunnableOptions];
+    const bare = await startTimes({ ...userStarter, withoutTelemetry: true });
+
+    // Load on each process for its peak RSS, on top of what earlier scenarios saw.
+    const getRate = encodeRequest("grpc", RateService.method.getRate, GET_RATE);
+    const [userId] = await createFundedUsers(user.address, order.address, 1);
+    const loads: [string, () => Promise<RunResult>][] = [
+      [
+        "echo under h2load",
+        () =>
+          closedLoop(
+            ctx,
+            "echo",
+            origin(echo),
+            rawGrpcRequest(ECHO_PATH, ECHO_PAYLOAD),
+            meter(echo),
+          ),
+      ],
+      [
+        "rate: GetRate under h2load",
+        () =>
+          withServerCodes(rate, "GetRate", () =>
+            closedLoop(
+              ctx,
+              "GetRate",
+              origin(rate),
+              encodeRequest("grpc", RateService.method.getRate, GET_RATE),
+              meter(rate),
+            ),
+          ),
+      ],
+      [
+        "user: GetUser under h2load",
+        () =>
+          withServerCodes(user, "GetUser", () =>
+            closedLoop(
+              ctx,
+              "GetUser",
+              origin(user),
+              encodeRequest("grpc", UserService.method.getUser, { id: userId }),
+              meter(user),
+            ),
+          ),
+      ],
+      [
+        "order: GetBalances under h2load",
+        () =>
+          withServerCodes(order, "GetBalances", () =>
+            closedLoop(
+              ctx,
+              "GetBalances",
+              origin(order),
+              encodeRequest("grpc", AccountService.method.getBalances, { userId }),
+              meter(order),
+            ),
+          ),
+      ],
+    ];
+    const runs = [];
+    for (const [label, load] of loads) runs.push(repeated(label, [await load()]));
+    // What a smaller young generation would do: the same rate service, one V8 flag apart.
+    const [, rateStarter] = starters as [RunnableOptions, RunnableOptions];
+    const capped = await platform.start({
+      ...rateStarter,
+      name: "rate (semi-space 16 MB)",
+      env: { ...rateStarter.env, NODE_OPTIONS: `--max-semi-space-size=${SEMI_SPACE_MB}` },
+    });
+    const cappedRun = await closedLoop(ctx, "GetRate, semi-space 16 MB", origin(capped), getRate, {
+      [capped.name]: capped.pid,
+    });
+    await capped.stop();
+    const peaks = peaksSoFar({
+      ...ctx,
+      completed: [
+        ...ctx.completed,
+        { name: "footprint", title: "", runs, targets: [], notes: [], seconds: 0 },
+      ],
+    });
+    const echoPeak = peaks.get("echo")?.mb;
+
+    const targets = [
+      ...starts.map(([name, times]) =>
+        check(
+          `${name}: start to SERVING ≤ 1 s on real Postgres`,
+          `median of ${times.length} starts ${Math.round(median(times))} ms (all: ${times.map(Math.round).join(", ")} ms)`,
+          median(times) / 1000,
+          "<=",
+          1,
+          "see the footprint notes",
+        ),
+      ),
+      ...[...peaks]
+        .filter(([name]) => name !== "echo")
+        .map(([name, peak]) =>
+          check(
+            `${name}: ≤ 150 MB RSS under load`,
+            `peak ${Math.round(peak.mb)} MB (${peak.where}); echo reference ${Math.round(echoPeak ?? 0)} MB`,
+            peak.mb,
+            "<=",
+            RSS_LIMIT_MB,
+            "see the footprint notes",
+          ),
+        ),
+    ];
+    const rateRun = runs[1]?.median;
+    return {
+      runs: [...runs, repeated("rate with --max-semi-space-size=16 (informational)", [cappedRun])],
+      targets,
+      notes: [
+        `Start: spawn of \`node --import ./lib/src/telemetry-register.ts services/<name>/src/main.ts\` (migrations already applied) until grpc.health.v1 Check answers SERVING, polled every 5 ms (plain TCP until the port accepts, then the health check); ${STARTS} starts each.`,
+        `The user service started without \`--import telemetry-register\` (tracing off either way): median ${Math.round(median(bare))} ms (all: ${bare.map(Math.round).join(", ")} ms), against ${Math.round(median(starts[0]?.[1] ?? []))} ms with it.`,
+        `Informational: the rate service with NODE_OPTIONS=--max-semi-space-size=${SEMI_SPACE_MB} peaked at ${Math.round(cappedRun.usage[capped.name]?.peakRssMb ?? 0)} MB serving ${Math.round(cappedRun.throughput)}/s, against ${Math.round(rateRun?.usage.rate?.peakRssMb ?? 0)} MB and ${Math.round(rateRun?.throughput ?? 0)}/s with V8's default young generation.`,
+        "Peak RSS: VmHWM, reset (clear_refs) at the start of every measured window, largest over every run of this invocation (including earlier scenarios).",
+      ],
+    };
+  },
+};
