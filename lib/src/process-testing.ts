@@ -16,9 +16,12 @@ export interface SpawnedRunnable {
 
 const root = new URL("../..", import.meta.url).pathname;
 
-/** Starts `node <entry>` from the repository root with JSON logs, for tests of whole processes. */
+/**
+ * Starts `node <entry>` from the repository root with JSON logs, for tests of whole processes,
+ * with the telemetry hook preloaded as in production.
+ */
 export function spawnRunnable(entry: string, env: Record<string, string>): SpawnedRunnable {
-  const child = spawn(process.execPath, [entry], {
+  const child = spawn(process.execPath, ["--import", "./lib/src/telemetry-register.ts", entry], {
     cwd: root,
     env: { ...process.env, LOG_FORMAT: "json", ...env },
     stdio: ["ignore", "pipe", "pipe"],
