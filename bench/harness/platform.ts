@@ -10,8 +10,9 @@ export type FakeUpstream = Awaited<ReturnType<typeof startFakeUpstream>>;
 const root = new URL("../..", import.meta.url).pathname;
 export const migrationsOf = (service: string) => `${root}services/${service}/migrations`;
 
-/** A Redis database of its own (not the default 0), so fake prices never reach a dev's cache. */
-export const BENCH_REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379/7";
+export const BENCH_REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
+/** Keys of their own, so the fake upstream's prices never reach a developer's rate cache. */
+export const benchRedisKey = (name: string) => `coinmesh:bench:${name}:rates`;
 
 export const JWT_SECRET = "coinmesh-bench-secret-only-for-local-benchmarks";
 
@@ -78,7 +79,11 @@ export function createPlatform(): Platform {
         start({
           name: "rate",
           entry: "services/rate/src/main.ts",
-          env: { RATES_UPSTREAM_URL: (await upstream()).url, REDIS_URL: BENCH_REDIS_URL },
+          env: {
+            RATES_UPSTREAM_URL: (await upstream()).url,
+            REDIS_URL: BENCH_REDIS_URL,
+            RATES_REDIS_KEY: benchRedisKey("rate"),
+          },
         }),
       ),
     user: () =>

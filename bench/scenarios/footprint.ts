@@ -2,7 +2,7 @@ import { AccountService } from "@coinmesh/proto/order/v1/account_pb";
 import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
 import { createFundedUsers } from "../harness/accounts.ts";
-import { BENCH_REDIS_URL } from "../harness/platform.ts";
+import { BENCH_REDIS_URL, benchRedisKey } from "../harness/platform.ts";
 import { check, median, type RunResult, repeated } from "../harness/results.ts";
 import type { RunnableOptions } from "../harness/runnable.ts";
 import {
@@ -73,7 +73,11 @@ export const footprintScenario: Scenario = {
       {
         name: "rate",
         entry: "services/rate/src/main.ts",
-        env: { RATES_UPSTREAM_URL: upstream.url, REDIS_URL: BENCH_REDIS_URL },
+        env: {
+          RATES_UPSTREAM_URL: upstream.url,
+          REDIS_URL: BENCH_REDIS_URL,
+          RATES_REDIS_KEY: benchRedisKey("rate"),
+        },
       },
     ];
     const startTimes = async (options: RunnableOptions) => {

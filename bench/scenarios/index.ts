@@ -2,6 +2,7 @@ import type { Scenario } from "../harness/scenario.ts";
 import { footprintScenario } from "./footprint.ts";
 import { getRateScenario } from "./get-rate.ts";
 import { placeOrderScenario } from "./place-order.ts";
+import { redisGetScenario } from "./redis-get.ts";
 import { watchRatesScenario } from "./watch-rates.ts";
 
 /** Every scenario, in running order; footprint last, as it gathers the peaks of all runs. */
@@ -9,5 +10,6 @@ export const SCENARIOS: Scenario[] = [
   getRateScenario,
   placeOrderScenario,
   watchRatesScenario,
+  redisGetScenario,
   footprintScenario,
 ];

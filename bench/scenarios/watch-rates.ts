@@ -3,7 +3,7 @@ import { once } from "node:events";
 import { startFakeUpstream } from "../../services/rate/test/fake-upstream.ts";
 import { combineGenerators } from "../harness/drive.ts";
 import { createLatencyHistogram, recordMs, summarize } from "../harness/histogram.ts";
-import { BENCH_REDIS_URL } from "../harness/platform.ts";
+import { BENCH_REDIS_URL, benchRedisKey } from "../harness/platform.ts";
 import { createUsageMeter } from "../harness/proc-stats.ts";
 import { check, median, type RunResult, repeated } from "../harness/results.ts";
 import type { Runnable } from "../harness/runnable.ts";
@@ -49,8 +49,9 @@ export const watchRatesScenario: Scenario = {
         entry: "services/rate/src/main.ts",
         env: {
           RATES_UPSTREAM_URL: upstream.url,
-          // Its own Redis database: no other rate process may refresh on its behalf.
-          REDIS_URL: BENCH_REDIS_URL.replace(/\/\d+$/, "/8"),
+          REDIS_URL: BENCH_REDIS_URL,
+          // Its own Redis key: no other rate process may refresh on its behalf.
+          RATES_REDIS_KEY: benchRedisKey("watch"),
           RATES_TTL_SECONDS: "1",
         },
       });
