@@ -11,9 +11,8 @@ export interface DrivePlan {
   origin: string;
   protocol: Protocol;
   path: string;
-  headers: Record<string, string>;
-  /** Base64 request bodies, used round-robin. */
-  bodies: string[];
+  /** Requests used round-robin: each its own headers (e.g. a token) and base64 body. */
+  variants: { headers: Record<string, string>; body: string }[];
   /** A marker inside the bodies replaced per request by a unique string of the same length. */
   uniqueToken?: string;
   /** Open loop: requests per second from this worker. */
@@ -46,13 +45,15 @@ export interface DriveWorkerResult {
 }
 
 interface Template {
+  headers: Record<string, string>;
   body: Buffer;
   tokenOffsets: number[];
 }
 
 function templates(plan: DrivePlan): Template[] {
-  return plan.bodies.map((b64) => {
-    const body = Buffer.from(b64, "base64");
+  return plan.variants.map((variant) => {
+    const headers = { ":method": "POST", ":path": plan.path, ...variant.headers };
+    const body = Buffer.from(variant.body, "base64");
     const tokenOffsets: number[] = [];
     if (plan.uniqueToken) {
       for (
@@ -62,7 +63,7 @@ function templates(plan: DrivePlan): Template[] {
       )
         tokenOffsets.push(i);
     }
-    return { body, tokenOffsets };
+    return { headers, body, tokenOffsets };
   });
 }
 
@@ -101,9 +102,7 @@ export async function drive(plan: DrivePlan): Promise<DriveWorkerResult> {
   const windowStart = start + plan.warmupMs;
   const windowEnd = windowStart + plan.durationMs;
 
-  function nextBody(): Buffer {
-    const template = bodies[sequence % bodies.length] as Template;
-    sequence++;
+  function bodyOf(template: Template): Buffer {
     if (template.tokenOffsets.length === 0) return template.body;
     const body = Buffer.from(template.body);
     const unique = `${plan.workerId.toString(36)}x${sequence.toString(36)}`.padStart(
@@ -114,7 +113,6 @@ export async function drive(plan: DrivePlan): Promise<DriveWorkerResult> {
     return body;
   }
 
-  const requestHeaders = { ":method": "POST", ":path": plan.path, ...plan.headers };
   // One sweep for every deadline instead of a timer per request: the generator must stay cheap.
   const active = new Set<{ deadline: number; cancel: () => void }>();
   const sweeper = setInterval(() => {
@@ -151,9 +149,11 @@ export async function drive(plan: DrivePlan): Promise<DriveWorkerResult> {
       done?.();
       if (inFlight === 0) drained?.();
     };
+    const template = bodies[sequence % bodies.length] as Template;
+    sequence++;
     let stream: http2.ClientHttp2Stream;
     try {
-      stream = sessionFor(sequence).request(requestHeaders);
+      stream = sessionFor(sequence).request(template.headers);
     } catch {
       // Asynchronously, so a closed-loop slot on a dead connection does not recurse.
       setImmediate(() => finish("CONNECTION_ERROR"));
@@ -179,7 +179,7 @@ export async function drive(plan: DrivePlan): Promise<DriveWorkerResult> {
       finish(statusOf(plan.protocol, { httpStatus, headers, trailers, body }));
     });
     stream.on("error", () => {});
-    stream.end(nextBody());
+    stream.end(bodyOf(template));
   }
 
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));

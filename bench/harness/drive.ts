@@ -10,7 +10,7 @@ const workerEntry = new URL("./drive-worker.ts", import.meta.url).pathname;
 export interface DriveOptions {
   mode: "open" | "closed";
   origin: string;
-  /** One request, or several used round-robin (same protocol and path). */
+  /** One request, or several used round-robin (same protocol and path; headers may differ). */
   requests: WireRequest[];
   uniqueToken?: string;
   /** Open loop: total requests per second across workers. */
@@ -69,8 +69,10 @@ export async function driveLoad(options: DriveOptions): Promise<RunResult> {
       origin: options.origin,
       protocol: first.protocol,
       path: first.path,
-      headers: first.headers,
-      bodies: options.requests.map((r) => r.body.toString("base64")),
+      variants: options.requests.map((r) => ({
+        headers: r.headers,
+        body: r.body.toString("base64"),
+      })),
       uniqueToken: options.uniqueToken,
       rate: options.rate === undefined ? undefined : options.rate / workerCount,
       concurrency: share(options.concurrency, i),
