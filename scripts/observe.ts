@@ -14,6 +14,8 @@ export interface PrometheusOptions {
   dataDir: string;
   binary: string;
   logLevel: "debug" | "info" | "warn" | "error";
+  /** Defaults to monitoring/prometheus/prometheus-local.yml. */
+  configFile?: string;
 }
 
 export interface RunningPrometheus {
@@ -25,7 +27,7 @@ export interface RunningPrometheus {
 
 export function prometheusArgs(options: PrometheusOptions): string[] {
   return [
-    `--config.file=${resolve(root, "monitoring/prometheus/prometheus-local.yml")}`,
+    `--config.file=${options.configFile ?? resolve(root, "monitoring/prometheus/prometheus-local.yml")}`,
     `--storage.tsdb.path=${options.dataDir}`,
     "--storage.tsdb.retention.time=2d",
     `--web.listen-address=${options.listen}`,
