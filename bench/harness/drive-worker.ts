@@ -35,6 +35,8 @@ export interface DrivePlan {
 export interface DriveWorkerResult {
   /** Latency of the requests scheduled in the measured window, from scheduled send time. */
   latency: string;
+  /** The same latencies split by status, e.g. to tell fast rejections from slow successes. */
+  latencyByStatus: Record<string, string>;
   /** How late requests left against their schedule (the generator's own lag). */
   sendLag: string;
   /** Status name → count, for requests scheduled in the measured window. */
@@ -91,6 +93,7 @@ export async function drive(plan: DrivePlan): Promise<DriveWorkerResult> {
   const bodies = templates(plan);
   const tokenLength = plan.uniqueToken?.length ?? 0;
   const latency = createLatencyHistogram();
+  const byStatus = new Map<string, ReturnType<typeof createLatencyHistogram>>();
   const sendLag = createLatencyHistogram();
   const statuses: Record<string, number> = {};
   let sequence = 0;
@@ -144,7 +147,14 @@ export async function drive(plan: DrivePlan): Promise<DriveWorkerResult> {
       inFlight--;
       if (measured) {
         statuses[status] = (statuses[status] ?? 0) + 1;
-        recordMs(latency, performance.now() - scheduledAt);
+        const ms = performance.now() - scheduledAt;
+        recordMs(latency, ms);
+        let own = byStatus.get(status);
+        if (!own) {
+          own = createLatencyHistogram();
+          byStatus.set(status, own);
+        }
+        recordMs(own, ms);
       }
       done?.();
       if (inFlight === 0) drained?.();
@@ -216,6 +226,7 @@ export async function drive(plan: DrivePlan): Promise<DriveWorkerResult> {
   for (const session of sessions) session.close();
   return {
     latency: encodeHistogram(latency),
+    latencyByStatus: Object.fromEntries([...byStatus].map(([k, h]) => [k, encodeHistogram(h)])),
     sendLag: encodeHistogram(sendLag),
     statuses,
     scheduled,

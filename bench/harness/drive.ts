@@ -35,6 +35,8 @@ export interface RunResult {
   throughput: number;
   statuses: Record<string, number>;
   latency: LatencySummary;
+  /** Node generator only: latency per status, e.g. how fast rejections came back. */
+  latencyByStatus?: Record<string, LatencySummary>;
   /** Open loop only: how late the generator sent against its schedule. */
   sendLag?: LatencySummary;
   /** CPU and peak RSS per process, the generator's own included ("generator"). */
@@ -113,6 +115,12 @@ export async function driveLoad(options: DriveOptions): Promise<RunResult> {
     throughput: (statuses.OK ?? 0) / (options.durationMs / 1000),
     statuses,
     latency: summarize(mergeHistograms(done.map((r) => r.latency))),
+    latencyByStatus: Object.fromEntries(
+      Object.keys(statuses).map((status) => [
+        status,
+        summarize(mergeHistograms(done.flatMap((r) => r.latencyByStatus[status] ?? []))),
+      ]),
+    ),
     sendLag:
       options.mode === "open" ? summarize(mergeHistograms(done.map((r) => r.sendLag))) : undefined,
     usage: combineGenerators(usage),

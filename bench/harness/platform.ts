@@ -23,7 +23,10 @@ export interface Platform {
   upstream(): Promise<FakeUpstream>;
   user(): Promise<Runnable>;
   order(): Promise<Runnable>;
+  /** The gateway with its rate limit off, for throughput runs. */
   gateway(): Promise<Runnable>;
+  /** How to start another gateway in front of the shared services, e.g. with default limits. */
+  gatewayOptions(name: string, env: Record<string, string>): Promise<RunnableOptions>;
   /** A migrated database of a service, for start-time runs and pgbench. */
   database(service: "user" | "order"): Promise<TestDatabase>;
   /** Starts an extra runnable that is stopped with the platform. */
@@ -70,7 +73,30 @@ export function createPlatform(): Platform {
       return fake;
     });
 
+  async function gatewayOptions(
+    name: string,
+    env: Record<string, string>,
+  ): Promise<RunnableOptions> {
+    const [user, order, rate] = await Promise.all([
+      platform.user(),
+      platform.order(),
+      platform.rate(),
+    ]);
+    return {
+      name,
+      entry: "gateway/src/main.ts",
+      env: {
+        USER_SERVICE_ADDR: user.address,
+        ORDER_SERVICE_ADDR: order.address,
+        RATE_SERVICE_ADDR: rate.address,
+        JWT_SECRET,
+        ...env,
+      },
+    };
+  }
+
   const platform: Platform = {
+    gatewayOptions,
     echo: () =>
       once("echo", () => start({ name: "echo", entry: "bench/reference/echo-server.ts" })),
     upstream,
@@ -112,9 +138,10 @@ export function createPlatform(): Platform {
         });
       }),
     gateway: () =>
-      once("gateway", async () => {
-        throw new Error("gateway wiring not added yet");
-      }),
+      once("gateway", async () =>
+        // Throughput runs measure the forwarding path: the per-subject rate limit is off.
+        start(await gatewayOptions("gateway", { RATE_LIMIT_PER_SECOND: "0" })),
+      ),
     database,
     start,
     pids: () => Object.fromEntries([...running].map(([name, r]) => [name, r.pid])),

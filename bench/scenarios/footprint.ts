@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { AccountService } from "@coinmesh/proto/order/v1/account_pb";
 import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
@@ -18,6 +19,7 @@ import { ECHO_PATH } from "../reference/echo-server.ts";
 import { GET_RATE } from "./get-rate.ts";
 
 const STARTS = 5;
+const root = new URL("../..", import.meta.url).pathname;
 /** About the size of a GetRate response. */
 const ECHO_PAYLOAD = Buffer.alloc(40, 1);
 const RSS_LIMIT_MB = 150;
@@ -94,6 +96,10 @@ export const footprintScenario: Scenario = {
         done();
       }
     };
+    const withGateway = existsSync(`${root}gateway/src/main.ts`);
+    if (withGateway) {
+      starters.push(await platform.gatewayOptions("gateway", { RATE_LIMIT_PER_SECOND: "0" }));
+    }
     const starts: [string, number[]][] = [];
     for (const options of starters) starts.push([options.name, await startTimes(options)]);
     // The same user service without the telemetry preload: how much of the start is module loading.
@@ -119,13 +125,7 @@ export const footprintScenario: Scenario = {
         "rate: GetRate under h2load",
         () =>
           withServerCodes(rate, "GetRate", () =>
-            closedLoop(
-              ctx,
-              "GetRate",
-              origin(rate),
-              encodeRequest("grpc", RateService.method.getRate, GET_RATE),
-              meter(rate),
-            ),
+            closedLoop(ctx, "GetRate", origin(rate), getRate, meter(rate)),
           ),
       ],
       [
@@ -155,6 +155,17 @@ export const footprintScenario: Scenario = {
           ),
       ],
     ];
+    if (withGateway) {
+      const gateway = await platform.gateway();
+      const viaGateway = encodeRequest("connect-proto", RateService.method.getRate, GET_RATE);
+      loads.push([
+        "gateway: GetRate (Connect binary) under h2load",
+        () =>
+          withServerCodes(gateway, "GetRate", () =>
+            closedLoop(ctx, "gateway GetRate", origin(gateway), viaGateway, meter(gateway, rate)),
+          ),
+      ]);
+    }
     const runs = [];
     for (const [label, load] of loads) runs.push(repeated(label, [await load()]));
     // What a smaller young generation would do: the same rate service, one V8 flag apart.

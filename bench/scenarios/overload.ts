@@ -1,0 +1,136 @@
+import { randomUUID } from "node:crypto";
+import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
+import { driveLoad } from "../harness/drive.ts";
+import { JWT_SECRET } from "../harness/platform.ts";
+import { check, median, type RunResult, repeated } from "../harness/results.ts";
+import { type BenchContext, meter, origin, type Scenario } from "../harness/scenario.ts";
+import { sendOnce } from "../harness/send-once.ts";
+import { encodeRequest } from "../harness/wire.ts";
+import { mintToken } from "../load/tokens.ts";
+import { GET_RATE } from "./get-rate.ts";
+
+/** Callers, each far below the gateway's default per-subject limit at 150% of peak. */
+const SUBJECTS = 200;
+const PEAK_CONCURRENCY = 64;
+const OVERLOAD = 1.5;
+/** "Quickly": a rejection must come back within this (p99), far from any client deadline. */
+const QUICK_REJECTION_MS = 250;
+const REJECTIONS = ["RESOURCE_EXHAUSTED", "UNAVAILABLE"];
+
+export const overloadScenario: Scenario = {
+  name: "overload",
+  title: "Overload: the gateway at 150% of its peak, default limits",
+  expectedS: 70,
+  async run(ctx: BenchContext) {
+    const { platform } = ctx;
+    // The gateway as deployed: default rate limits and admission, in front of the shared services.
+    const gateway = await platform.start(
+      await platform.gatewayOptions("gateway-default-limits", {}),
+    );
+    const rate = await platform.rate();
+    const requests = await Promise.all(
+      Array.from({ length: SUBJECTS }, async () =>
+        encodeRequest("connect-proto", RateService.method.getRate, GET_RATE, {
+          authorization: `Bearer ${await mintToken({ secret: JWT_SECRET }, randomUUID())}`,
+          "connect-timeout-ms": "5000",
+        }),
+      ),
+    );
+    const sample = await sendOnce(origin(gateway), requests[0] as (typeof requests)[0]);
+    if (sample !== "OK") throw new Error(`the overload payload earns ${sample}`);
+    const processes = meter(gateway, rate);
+    const common = {
+      origin: origin(gateway),
+      requests,
+      workers: ctx.generatorWorkers,
+      warmupMs: ctx.warmupS * 1000,
+      timeoutMs: 10_000,
+      processes,
+    };
+
+    const peakRuns: RunResult[] = [];
+    for (let i = 0; i < ctx.repetitions; i++) {
+      const done = ctx.progress.step("peak: closed loop", (ctx.warmupS + ctx.durationS) * 1000);
+      peakRuns.push(
+        await driveLoad({
+          ...common,
+          mode: "closed",
+          concurrency: PEAK_CONCURRENCY,
+          durationMs: ctx.durationS * 1000,
+        }).finally(done),
+      );
+    }
+    const peak = median(peakRuns.map((r) => r.throughput));
+    const offered = peak * OVERLOAD;
+    const overloadRuns: RunResult[] = [];
+    for (let i = 0; i < ctx.repetitions; i++) {
+      const durationMs = 2 * ctx.durationS * 1000;
+      const done = ctx.progress.step(
+        `${OVERLOAD * 100}% of peak: open loop @ ${Math.round(offered)}/s`,
+        durationMs + ctx.warmupS * 1000,
+      );
+      overloadRuns.push(
+        await driveLoad({ ...common, mode: "open", rate: offered, durationMs }).finally(done),
+      );
+    }
+
+    const goodput = median(overloadRuns.map((r) => r.throughput));
+    const failures = (r: RunResult) =>
+      Object.entries(r.statuses).filter(([status]) => status !== "OK");
+    const notOk = overloadRuns.reduce((n, r) => n + failures(r).reduce((m, [, c]) => m + c, 0), 0);
+    const rejected = overloadRuns.reduce(
+      (n, r) => n + REJECTIONS.reduce((m, s) => m + (r.statuses[s] ?? 0), 0),
+      0,
+    );
+    const rejectionP99 = median(
+      overloadRuns.map((r) =>
+        Math.max(0, ...REJECTIONS.map((s) => r.latencyByStatus?.[s]?.p99 ?? 0)),
+      ),
+    );
+    const okP99 = median(overloadRuns.map((r) => r.latencyByStatus?.OK?.p99 ?? Number.NaN));
+    const others = overloadRuns
+      .flatMap(failures)
+      .filter(([status]) => !REJECTIONS.includes(status))
+      .reduce<Record<string, number>>((acc, [s, n]) => ({ ...acc, [s]: (acc[s] ?? 0) + n }), {});
+    return {
+      runs: [
+        repeated(`peak: closed loop, ${PEAK_CONCURRENCY} in flight`, peakRuns),
+        repeated(`${OVERLOAD * 100}% of peak: open loop`, overloadRuns),
+      ],
+      targets: [
+        check(
+          "Overload at 150% of peak: goodput ≥ 90% of peak",
+          `${Math.round(goodput)} OK/s at ${Math.round(offered)}/s offered vs peak ${Math.round(peak)}/s`,
+          goodput / peak,
+          ">=",
+          0.9,
+          "see the overload notes",
+        ),
+        check(
+          "Overload: excess rejected with RESOURCE_EXHAUSTED or UNAVAILABLE, not left to time out",
+          notOk === 0
+            ? "no call failed (nothing was rejected either)"
+            : `${rejected} of ${notOk} failed calls were RESOURCE_EXHAUSTED/UNAVAILABLE; others: ${JSON.stringify(others)}`,
+          notOk === 0 ? 1 : rejected / notOk,
+          ">=",
+          0.99,
+          "see the overload notes",
+        ),
+        check(
+          `Overload: rejections come back quickly (p99 ≤ ${QUICK_REJECTION_MS} ms)`,
+          rejected === 0
+            ? "no rejections"
+            : `rejection p99 ${rejectionP99.toFixed(1)} ms; successes p99 ${okP99.toFixed(1)} ms`,
+          rejected === 0 ? 0 : rejectionP99,
+          "<=",
+          QUICK_REJECTION_MS,
+          "see the overload notes",
+        ),
+      ],
+      notes: [
+        `A gateway with its default settings (per-subject rate limit included) in front of the shared rate service; ${SUBJECTS} signed-in callers (one token each, round-robin) call GetRate over Connect binary with connect-timeout-ms 5000.`,
+        `Peak: the Node generator closed-loop with ${PEAK_CONCURRENCY} calls in flight. Overload: the same generator open-loop at ${OVERLOAD}× that peak for ${2 * ctx.durationS} s; latency from the scheduled send time; a call unanswered after 10 s counts as TIMEOUT. The generator shares the 2 cores (its CPU is in the table).`,
+      ],
+    };
+  },
+};
