@@ -37,7 +37,7 @@ interface OtlpExport {
   }[];
 }
 
-const valueOf = (v: OtlpValue) => v.stringValue ?? v.intValue ?? v.boolValue;
+const attributeValue = (v: OtlpValue) => v.stringValue ?? v.intValue ?? v.boolValue;
 
 /** A local OTLP/HTTP (JSON) trace receiver standing in for Jaeger or a collector. */
 export async function startOtlpReceiver() {
@@ -53,7 +53,7 @@ export async function startOtlpReceiver() {
       const body = JSON.parse(Buffer.concat(chunks).toString()) as OtlpExport;
       for (const rs of body.resourceSpans) {
         const resource = Object.fromEntries(
-          rs.resource.attributes.map((a) => [a.key, valueOf(a.value)]),
+          rs.resource.attributes.map((a) => [a.key, attributeValue(a.value)]),
         );
         for (const ss of rs.scopeSpans) {
           for (const s of ss.spans) {
@@ -65,7 +65,7 @@ export async function startOtlpReceiver() {
               parentSpanId: s.parentSpanId || undefined,
               kind: s.kind,
               attributes: Object.fromEntries(
-                (s.attributes ?? []).map((a) => [a.key, valueOf(a.value)]),
+                (s.attributes ?? []).map((a) => [a.key, attributeValue(a.value)]),
               ),
             });
           }
