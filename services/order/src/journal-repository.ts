@@ -1,22 +1,28 @@
-import { type Pool, type PoolClient, withTransaction } from "@coinmesh/lib/postgres";
+import type { Pool, PoolClient } from "@coinmesh/lib/postgres";
+import type { QueryConfig, QueryResult } from "pg";
 import { Decimal } from "./amounts.ts";
 import { type Posting, userOfAccount } from "./journal.ts";
 import { rateSourceName } from "./orders-repository.ts";
 import type { JournalStore, JournalWrite, StoredResult, WriteOutcome } from "./write-once.ts";
 
 /*
- * Every write of the service, PlaceOrder's included, is this one transaction (bench/sql/place-order.sql
- * runs the same statements for pgbench):
+ * Every write of the service, PlaceOrder's included, is one transaction of these statements
+ * (bench/sql/place-order.sql runs the same ones for pgbench):
  *
  *   BEGIN
- *   INSERT_ENTRY              the idempotency key first, then transaction, postings and order,
- *                             all conditional on the key being new (one round trip)
- *   CREDIT or DEBIT           once per user account, in (user_id, currency) order
- *   COMMIT
+ *   INSERT_ENTRY     the idempotency key first, then transaction, postings and order, all
+ *                    conditional on the key being new
+ *   CREDIT or DEBIT  once per user account, in (user_id, currency) order; a debit changes
+ *                    nothing unless the balance covers it
+ *   COMMIT           if the key was new and every debit was made; ROLLBACK otherwise
+ *
+ * On a pipelining pool (main.ts opens one) everything up to COMMIT goes out in one write, so the
+ * transaction costs two round trips. The account statements are sent before INSERT_ENTRY's answer
+ * is known: for a retry whose key was taken they run too, and are rolled back.
  *
  * A retry of a running request blocks on the key's unique index inside INSERT_ENTRY until the
- * first attempt ends, before it touches any account; accounts are always locked in the same
- * order, so two transfers between the same accounts cannot deadlock.
+ * first attempt ends; accounts are always locked in the same order, so two transfers between the
+ * same accounts cannot deadlock.
  */
 const INSERT_ENTRY = `
 WITH k AS (
@@ -27,7 +33,7 @@ WITH k AS (
 ), t AS (
   INSERT INTO transactions (id, kind, user_id, order_id, create_time)
   SELECT $7, $8, $1, $9, $6 FROM k
-  RETURNING id
+  RETURNING id, order_id
 ), p AS (
   INSERT INTO postings (transaction_id, seq, account, currency, amount)
   SELECT t.id, x.seq, x.account, x.currency, x.amount
@@ -35,8 +41,8 @@ WITH k AS (
 ), o AS (
   INSERT INTO orders (id, user_id, side, asset, quote_currency, quantity, limit_price, price,
                       notional, rate_source, rate_as_of, transaction_id, create_time)
-  SELECT $9, $1, $13, $14, $15, $16, $17, $18, $19, $20, $21, t.id, $6 FROM t
-  WHERE $9::uuid IS NOT NULL
+  SELECT t.order_id, $1, $13, $14, $15, $16, $17, $18, $19, $20, $21, t.id, $6 FROM t
+  WHERE t.order_id IS NOT NULL
 )
 SELECT 1 FROM t`;
 
@@ -45,13 +51,13 @@ const CREDIT = `
 INSERT INTO accounts AS a (user_id, currency, balance) VALUES ($1, $2, $3)
 ON CONFLICT (user_id, currency) DO UPDATE SET balance = a.balance + excluded.balance`;
 
-// The guard makes a short debit a no-op instead of an aborted transaction; the CHECK constraint
-// stays as the last line of defence.
+// A short debit changes nothing, and the transaction is rolled back; the CHECK constraint stays
+// as the last line of defence.
 const DEBIT = `
 UPDATE accounts SET balance = balance - $3
 WHERE user_id = $1 AND currency = $2 AND balance >= $3`;
 
-const LOCK_BALANCE = `SELECT balance FROM accounts WHERE user_id = $1 AND currency = $2 FOR UPDATE`;
+const READ_BALANCE = "SELECT balance FROM accounts WHERE user_id = $1 AND currency = $2";
 
 const READ_RESULT = `SELECT rpc, request, response FROM idempotency_keys WHERE user_id = $1 AND key = $2`;
 
@@ -86,39 +92,38 @@ export function accountChanges(postings: Posting[]): AccountChange[] {
   return changes.sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
 }
 
-/** Raised inside the transaction to roll it back. */
-class Shortfall extends Error {
-  readonly outcome: Extract<WriteOutcome, { status: "insufficient" }>;
-  constructor(outcome: Shortfall["outcome"]) {
-    super("insufficient funds");
-    this.outcome = outcome;
+/**
+ * Sends the queries in order: on a pipelining client all at once, in one write to the socket
+ * (corked, so that each query's messages do not cost a system call of their own); one by one
+ * otherwise.
+ */
+async function sendAll(
+  client: PoolClient,
+  queries: QueryConfig[],
+): Promise<PromiseSettledResult<QueryResult>[]> {
+  if (client.pipeline) {
+    const socket = client.connection.stream;
+    socket.cork();
+    const sent = queries.map((q) => client.query(q));
+    socket.uncork();
+    return Promise.allSettled(sent);
   }
+  const results: PromiseSettledResult<QueryResult>[] = [];
+  for (const q of queries) {
+    results.push(
+      await client.query(q).then(
+        (value) => ({ status: "fulfilled" as const, value }),
+        (reason: unknown) => ({ status: "rejected" as const, reason }),
+      ),
+    );
+  }
+  return results;
 }
 
-async function applyChange(tx: PoolClient, change: AccountChange): Promise<void> {
-  const { userId, currency } = change;
-  if (change.delta.isPositive()) {
-    await tx.query({
-      name: "credit",
-      text: CREDIT,
-      values: [userId, currency, change.delta.toFixed()],
-    });
-    return;
-  }
-  const amount = change.delta.negated().toFixed();
-  const debit = { name: "debit", text: DEBIT, values: [userId, currency, amount] };
-  if ((await tx.query(debit)).rowCount === 1) return;
-  // Short, or no account. Lock the row so the figures reported are exact, and debit after all
-  // if a concurrent credit arrived in between.
-  const { rows } = await tx.query<{ balance: string }>(LOCK_BALANCE, [userId, currency]);
-  const available = rows[0]?.balance ?? "0";
-  if (
-    new Decimal(available).greaterThanOrEqualTo(amount) &&
-    (await tx.query(debit)).rowCount === 1
-  ) {
-    return;
-  }
-  throw new Shortfall({ status: "insufficient", userId, currency, available, required: amount });
+function changeQuery({ userId, currency, delta }: AccountChange): QueryConfig {
+  return delta.isPositive()
+    ? { name: "credit", text: CREDIT, values: [userId, currency, delta.toFixed()] }
+    : { name: "debit", text: DEBIT, values: [userId, currency, delta.negated().toFixed()] };
 }
 
 async function readResult(db: PoolClient | Pool, userId: string, key: string) {
@@ -145,64 +150,114 @@ async function withRollback<T>(pool: Pool, fn: (client: PoolClient) => Promise<T
   }
 }
 
+const MAX_ATTEMPTS = 3;
+
+function insertEntry(w: JournalWrite): QueryConfig {
+  const { entry, order } = w;
+  // INSERT_ENTRY takes the order's user, transaction and time from the entry.
+  if (
+    order &&
+    (order.id !== entry.orderId ||
+      order.userId !== w.userId ||
+      order.transactionId !== entry.id ||
+      order.createTime.getTime() !== entry.createTime.getTime())
+  ) {
+    throw new Error("order does not belong to its entry");
+  }
+  return {
+    name: "insert-entry",
+    text: INSERT_ENTRY,
+    values: [
+      w.userId,
+      w.key,
+      w.rpc,
+      w.request,
+      w.response,
+      entry.createTime,
+      entry.id,
+      entry.kind,
+      entry.orderId ?? null,
+      entry.postings.map((p) => p.account),
+      entry.postings.map((p) => p.currency),
+      entry.postings.map((p) => p.amount),
+      order?.side ?? null,
+      order?.asset ?? null,
+      order?.quoteCurrency ?? null,
+      order?.quantity ?? null,
+      order?.limitPrice ?? null,
+      order?.price ?? null,
+      order?.notional ?? null,
+      order ? rateSourceName(order.rateSource) : null,
+      order?.rateAsOf ?? null,
+    ],
+  };
+}
+
+/** One try of the write transaction: BEGIN and every statement at once, then COMMIT or not. */
+async function attemptWrite(
+  pool: Pool,
+  queries: QueryConfig[],
+  w: JournalWrite,
+  changes: AccountChange[],
+): Promise<WriteOutcome> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    const results = await sendAll(client, queries);
+    const rowCounts = results.map((r) => {
+      if (r.status === "rejected") throw r.reason;
+      return r.value.rowCount;
+    });
+    if (rowCounts[1] === 0) {
+      const stored = await readResult(client, w.userId, w.key);
+      await client.query("ROLLBACK");
+      if (!stored) throw new Error("idempotency key vanished while it was read");
+      return { status: "duplicate", stored };
+    }
+    const short = changes.find((_, i) => rowCounts[i + 2] !== 1);
+    if (!short) {
+      await client.query("COMMIT");
+      return { status: "written" };
+    }
+    await client.query("ROLLBACK");
+    const { userId, currency } = short;
+    const { rows } = await client.query<{ balance: string }>(READ_BALANCE, [userId, currency]);
+    return {
+      status: "insufficient",
+      userId,
+      currency,
+      available: rows[0]?.balance ?? "0",
+      required: short.delta.negated().toFixed(),
+    };
+  } catch (err) {
+    await client.query("ROLLBACK").catch((rollbackError: Error) => {
+      broken = rollbackError;
+    });
+    throw err;
+  } finally {
+    client.release(broken);
+  }
+}
+
 export function createJournalRepository(pool: Pool): JournalStore & {
   /** Deletes keys created before `before`, in batches; returns how many. */
   deleteKeysBefore(before: Date, batchSize?: number): Promise<number>;
 } {
   return {
     async write(w: JournalWrite): Promise<WriteOutcome> {
-      const { entry, order } = w;
-      // INSERT_ENTRY takes the order's user, transaction and time from the entry.
-      if (
-        order &&
-        (order.id !== entry.orderId ||
-          order.userId !== w.userId ||
-          order.transactionId !== entry.id ||
-          order.createTime.getTime() !== entry.createTime.getTime())
-      ) {
-        throw new Error("order does not belong to its entry");
-      }
-      const changes = accountChanges(entry.postings);
-      try {
-        return await withTransaction(pool, async (tx) => {
-          const inserted = await tx.query({
-            name: "insert-entry",
-            text: INSERT_ENTRY,
-            values: [
-              w.userId,
-              w.key,
-              w.rpc,
-              w.request,
-              w.response,
-              entry.createTime,
-              entry.id,
-              entry.kind,
-              entry.orderId ?? null,
-              entry.postings.map((p) => p.account),
-              entry.postings.map((p) => p.currency),
-              entry.postings.map((p) => p.amount),
-              order?.side ?? null,
-              order?.asset ?? null,
-              order?.quoteCurrency ?? null,
-              order?.quantity ?? null,
-              order?.limitPrice ?? null,
-              order?.price ?? null,
-              order?.notional ?? null,
-              order ? rateSourceName(order.rateSource) : null,
-              order?.rateAsOf ?? null,
-            ],
-          });
-          if (inserted.rowCount === 0) {
-            const stored = await readResult(tx, w.userId, w.key);
-            if (!stored) throw new Error("idempotency key vanished while it was read");
-            return { status: "duplicate", stored };
-          }
-          for (const change of changes) await applyChange(tx, change);
-          return { status: "written" };
-        });
-      } catch (err) {
-        if (err instanceof Shortfall) return err.outcome;
-        throw err;
+      const changes = accountChanges(w.entry.postings);
+      const queries = [{ text: "BEGIN" }, insertEntry(w), ...changes.map(changeQuery)];
+      // A debit found short may have raced a credit that landed just after it: try again while
+      // the balance read after the rollback says the money is there.
+      for (let attempt = 1; ; attempt++) {
+        const outcome = await attemptWrite(pool, queries, w, changes);
+        if (
+          outcome.status !== "insufficient" ||
+          attempt === MAX_ATTEMPTS ||
+          new Decimal(outcome.available).lessThan(outcome.required)
+        ) {
+          return outcome;
+        }
       }
     },
 

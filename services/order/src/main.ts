@@ -21,6 +21,7 @@ runMain("order", async (log) => {
     migrationsDir,
     log,
     max: config.databasePoolSize,
+    pipeline: true,
   });
   if (process.argv[2] === "migrate") {
     await db.close();

@@ -1,5 +1,7 @@
 import { toBinary } from "@bufbuild/protobuf";
 import { AppError } from "@coinmesh/lib/errors";
+import { silentLogger } from "@coinmesh/lib/log";
+import { createPool, type Pool } from "@coinmesh/lib/postgres";
 import { createTestDatabase, type TestDatabase } from "@coinmesh/lib/testing";
 import {
   DepositResponseSchema,
@@ -33,10 +35,16 @@ const PAIRS = [
 ] as const;
 
 let db: TestDatabase;
+/** Pipelining, as main.ts opens it. */
+let pool: Pool;
 beforeAll(async () => {
   db = await createTestDatabase(ORDER_MIGRATIONS);
+  pool = createPool(db.url, silentLogger(), { max: WORKERS + 8, pipeline: true });
 });
-afterAll(() => db?.drop());
+afterAll(async () => {
+  await pool?.end();
+  await db?.drop();
+});
 
 /** A change to one user account, as a response reports it. */
 interface Effect {
@@ -82,7 +90,7 @@ test("32 workers, 10,000 operations with retries: money is conserved, nothing ap
   const userIds = Array.from({ length: USERS }, () => uuidv7());
   const prices = new Map(PAIRS.map(([asset, quote, price]) => [`${asset}/${quote}`, price]));
   const deps = {
-    journal: createJournalRepository(db.pool),
+    journal: createJournalRepository(pool),
     users: fakeUsers(userIds),
     currencies: fakeCurrencies(CURRENCIES),
     metrics: noLedgerMetrics,
@@ -90,11 +98,11 @@ test("32 workers, 10,000 operations with retries: money is conserved, nothing ap
     newId: uuidv7,
     maxAmount: new Decimal("1e12"),
   };
-  const ledger = createLedger({ ...deps, reads: createLedgerRepository(db.pool) });
+  const ledger = createLedger({ ...deps, reads: createLedgerRepository(pool) });
   // Prices move on every quote and carry many fractional digits, so rounding is exercised.
   const orders = createOrders({
     ...deps,
-    reads: createOrdersRepository(db.pool),
+    reads: createOrdersRepository(pool),
     rates: fakeRates((asset, quote) =>
       new Decimal(prices.get(`${asset}/${quote}`) ?? "1")
         .times(1 + random.next() / 100)

@@ -1,3 +1,5 @@
+import { silentLogger } from "@coinmesh/lib/log";
+import { createPool, type Pool } from "@coinmesh/lib/postgres";
 import { createTestDatabase, type TestDatabase } from "@coinmesh/lib/testing";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -9,15 +11,18 @@ import type { JournalWrite } from "../src/write-once.ts";
 import { ORDER_MIGRATIONS } from "./services.ts";
 
 let db: TestDatabase;
-let journal: ReturnType<typeof createJournalRepository>;
+let pipelining: Pool;
 let ledger: ReturnType<typeof createLedgerRepository>;
 
 beforeAll(async () => {
   db = await createTestDatabase(ORDER_MIGRATIONS);
-  journal = createJournalRepository(db.pool);
+  pipelining = createPool(db.url, silentLogger(), { max: 4, pipeline: true });
   ledger = createLedgerRepository(db.pool);
 });
-afterAll(() => db?.drop());
+afterAll(async () => {
+  await pipelining?.end();
+  await db?.drop();
+});
 
 let keys = 0;
 function deposit(userId: string, amount: string, key = `key-${++keys}`): JournalWrite {
@@ -94,117 +99,128 @@ test("accountChanges orders user accounts by (user, currency) and skips house an
   ]);
 });
 
-describe("write", () => {
-  test("stores the entry, its key and the balances", async () => {
-    const userId = uuidv7();
-    const w = deposit(userId, "10.5");
-    expect(await journal.write(w)).toEqual({ status: "written" });
-    expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "10.5" }]);
-    const [entry] = await ledger.history(userId, undefined, 10);
-    expect(entry).toEqual({ ...w.entry, createTime: entry?.createTime });
-    expect(entry?.createTime.getTime()).toBe(w.entry.createTime.getTime());
+// main.ts pipelines; the sequential path serves pools that do not.
+describe.each([
+  ["a pipelining pool", () => pipelining],
+  ["a plain pool", () => db.pool],
+])("on %s", (_, poolOf) => {
+  let journal: ReturnType<typeof createJournalRepository>;
+  beforeAll(() => {
+    journal = createJournalRepository(poolOf());
   });
 
-  test("a taken key writes nothing and returns what is stored", async () => {
-    const userId = uuidv7();
-    const first = deposit(userId, "1", "same");
-    await journal.write(first);
-    const second = deposit(userId, "2", "same");
-    const outcome = await journal.write(second);
-    expect(outcome).toEqual({
-      status: "duplicate",
-      stored: {
-        rpc: "Deposit",
-        request: Buffer.from(first.request),
-        response: Buffer.from(first.response),
-      },
+  describe("write", () => {
+    test("stores the entry, its key and the balances", async () => {
+      const userId = uuidv7();
+      const w = deposit(userId, "10.5");
+      expect(await journal.write(w)).toEqual({ status: "written" });
+      expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "10.5" }]);
+      const [entry] = await ledger.history(userId, undefined, 10);
+      expect(entry).toEqual({ ...w.entry, createTime: entry?.createTime });
+      expect(entry?.createTime.getTime()).toBe(w.entry.createTime.getTime());
     });
-    expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "1" }]);
-    expect(await count("transactions", userId)).toBe(1);
+
+    test("a taken key writes nothing and returns what is stored", async () => {
+      const userId = uuidv7();
+      const first = deposit(userId, "1", "same");
+      await journal.write(first);
+      const second = deposit(userId, "2", "same");
+      const outcome = await journal.write(second);
+      expect(outcome).toEqual({
+        status: "duplicate",
+        stored: {
+          rpc: "Deposit",
+          request: Buffer.from(first.request),
+          response: Buffer.from(first.response),
+        },
+      });
+      expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "1" }]);
+      expect(await count("transactions", userId)).toBe(1);
+    });
+
+    test("a short debit writes nothing and reports exact figures", async () => {
+      const userId = uuidv7();
+      await journal.write(deposit(userId, "3.25"));
+      expect(await journal.write(withdrawal(userId, "3.250000000000000001"))).toEqual({
+        status: "insufficient",
+        userId,
+        currency: "USD",
+        available: "3.250000000000000000",
+        required: "3.250000000000000001",
+      });
+      expect(await count("transactions", userId)).toBe(1);
+      expect(await count("idempotency_keys", userId)).toBe(1);
+      expect(await journal.write(withdrawal(userId, "3.25"))).toEqual({ status: "written" });
+      expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "0" }]);
+    });
+
+    test("a debit of an account never credited finds nothing available and creates no account", async () => {
+      const userId = uuidv7();
+      expect(await journal.write(withdrawal(userId, "1"))).toMatchObject({
+        status: "insufficient",
+        available: "0",
+      });
+      expect(await ledger.balances(userId)).toEqual([]);
+    });
   });
 
-  test("a short debit writes nothing and reports exact figures", async () => {
+  describe("while a first attempt is still running", () => {
+    test("a retry waits for it, then gets its result", async (ctx) => {
+      if (!db.real) ctx.skip("needs the real Postgres: the embedded one serializes connections");
+      const userId = uuidv7();
+      const w = deposit(userId, "5");
+      const first = await holdKey(w);
+      const retry = journal.write(w);
+      expect(await pending(retry)).toBe(true);
+      await first.end("COMMIT");
+      expect(await retry).toMatchObject({
+        status: "duplicate",
+        stored: { response: Buffer.from("first attempt") },
+      });
+      expect(await count("transactions", userId)).toBe(0);
+    });
+
+    test("a retry executes itself if the first attempt rolls back", async (ctx) => {
+      if (!db.real) ctx.skip("needs the real Postgres: the embedded one serializes connections");
+      const userId = uuidv7();
+      const w = deposit(userId, "5");
+      const first = await holdKey(w);
+      const retry = journal.write(w);
+      expect(await pending(retry)).toBe(true);
+      await first.end("ROLLBACK");
+      expect(await retry).toEqual({ status: "written" });
+      expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "5" }]);
+    });
+
+    test("findResult waits for it too, and leaves no key behind when there is none", async (ctx) => {
+      if (!db.real) ctx.skip("needs the real Postgres: the embedded one serializes connections");
+      const userId = uuidv7();
+      const w = deposit(userId, "5");
+      const first = await holdKey(w);
+      const lookup = journal.findResult(userId, w.key);
+      expect(await pending(lookup)).toBe(true);
+      await first.end("COMMIT");
+      expect((await lookup)?.response).toEqual(Buffer.from("first attempt"));
+
+      expect(await journal.findResult(userId, "never-used")).toBeUndefined();
+      expect(await count("idempotency_keys", userId)).toBe(1);
+    });
+  });
+
+  test("deleteKeysBefore deletes only keys older than the cut-off", async () => {
     const userId = uuidv7();
-    await journal.write(deposit(userId, "3.25"));
-    expect(await journal.write(withdrawal(userId, "3.250000000000000001"))).toEqual({
-      status: "insufficient",
+    await journal.write(deposit(userId, "1", "old-1"));
+    await journal.write(deposit(userId, "1", "old-2"));
+    await journal.write(deposit(userId, "1", "new"));
+    await db.pool.query(
+      "UPDATE idempotency_keys SET create_time = now() - interval '49 hours' WHERE user_id = $1 AND key LIKE 'old-%'",
+      [userId],
+    );
+    const cutoff = new Date(Date.now() - 48 * 3_600_000);
+    expect(await journal.deleteKeysBefore(cutoff, 1)).toBeGreaterThanOrEqual(2);
+    const { rows } = await db.pool.query("SELECT key FROM idempotency_keys WHERE user_id = $1", [
       userId,
-      currency: "USD",
-      available: "3.250000000000000000",
-      required: "3.250000000000000001",
-    });
-    expect(await count("transactions", userId)).toBe(1);
-    expect(await count("idempotency_keys", userId)).toBe(1);
-    expect(await journal.write(withdrawal(userId, "3.25"))).toEqual({ status: "written" });
-    expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "0" }]);
+    ]);
+    expect(rows).toEqual([{ key: "new" }]);
   });
-
-  test("a debit of an account never credited finds nothing available and creates no account", async () => {
-    const userId = uuidv7();
-    expect(await journal.write(withdrawal(userId, "1"))).toMatchObject({
-      status: "insufficient",
-      available: "0",
-    });
-    expect(await ledger.balances(userId)).toEqual([]);
-  });
-});
-
-describe("while a first attempt is still running", () => {
-  test("a retry waits for it, then gets its result", async (ctx) => {
-    if (!db.real) ctx.skip("needs the real Postgres: the embedded one serializes connections");
-    const userId = uuidv7();
-    const w = deposit(userId, "5");
-    const first = await holdKey(w);
-    const retry = journal.write(w);
-    expect(await pending(retry)).toBe(true);
-    await first.end("COMMIT");
-    expect(await retry).toMatchObject({
-      status: "duplicate",
-      stored: { response: Buffer.from("first attempt") },
-    });
-    expect(await count("transactions", userId)).toBe(0);
-  });
-
-  test("a retry executes itself if the first attempt rolls back", async (ctx) => {
-    if (!db.real) ctx.skip("needs the real Postgres: the embedded one serializes connections");
-    const userId = uuidv7();
-    const w = deposit(userId, "5");
-    const first = await holdKey(w);
-    const retry = journal.write(w);
-    expect(await pending(retry)).toBe(true);
-    await first.end("ROLLBACK");
-    expect(await retry).toEqual({ status: "written" });
-    expect(await ledger.balances(userId)).toEqual([{ currency: "USD", amount: "5" }]);
-  });
-
-  test("findResult waits for it too, and leaves no key behind when there is none", async (ctx) => {
-    if (!db.real) ctx.skip("needs the real Postgres: the embedded one serializes connections");
-    const userId = uuidv7();
-    const w = deposit(userId, "5");
-    const first = await holdKey(w);
-    const lookup = journal.findResult(userId, w.key);
-    expect(await pending(lookup)).toBe(true);
-    await first.end("COMMIT");
-    expect((await lookup)?.response).toEqual(Buffer.from("first attempt"));
-
-    expect(await journal.findResult(userId, "never-used")).toBeUndefined();
-    expect(await count("idempotency_keys", userId)).toBe(1);
-  });
-});
-
-test("deleteKeysBefore deletes only keys older than the cut-off", async () => {
-  const userId = uuidv7();
-  await journal.write(deposit(userId, "1", "old-1"));
-  await journal.write(deposit(userId, "1", "old-2"));
-  await journal.write(deposit(userId, "1", "new"));
-  await db.pool.query(
-    "UPDATE idempotency_keys SET create_time = now() - interval '49 hours' WHERE user_id = $1 AND key LIKE 'old-%'",
-    [userId],
-  );
-  const cutoff = new Date(Date.now() - 48 * 3_600_000);
-  expect(await journal.deleteKeysBefore(cutoff, 1)).toBeGreaterThanOrEqual(2);
-  const { rows } = await db.pool.query("SELECT key FROM idempotency_keys WHERE user_id = $1", [
-    userId,
-  ]);
-  expect(rows).toEqual([{ key: "new" }]);
 });

@@ -5,6 +5,7 @@ import { createServiceClient } from "@coinmesh/lib/grpc-client";
 import { serve } from "@coinmesh/lib/grpc-server";
 import type { ServiceHandlers } from "@coinmesh/lib/grpc-service";
 import { silentLogger } from "@coinmesh/lib/log";
+import { createPool } from "@coinmesh/lib/postgres";
 import { createTestDatabase, startTestServer, type TestDatabase } from "@coinmesh/lib/testing";
 import {
   BadRequestSchema,
@@ -134,8 +135,10 @@ export async function startOrderService(options: OrderServiceOptions) {
   const rates = createServiceClient(RateService, options.rateAddress, {
     defaultTimeoutMs: timeoutMs,
   });
+  // Pipelining, as main.ts opens it.
+  const pool = createPool(options.db.url, silentLogger(), { max: 20, pipeline: true });
   const app = createApp({
-    pool: options.db.pool,
+    pool,
     userService: users.client,
     rateService: rates.client,
     config: {
@@ -157,6 +160,7 @@ export async function startOrderService(options: OrderServiceOptions) {
       await server.stop();
       users.close();
       rates.close();
+      await pool.end();
     },
   };
 }
