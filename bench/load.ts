@@ -2,9 +2,9 @@
 // traffic through the gateway for dashboards and canary rehearsals. Open loop (arrivals at the
 // given rate whatever the answers), loopback targets only, bounded in rate, time and count.
 import { parseArgs } from "node:util";
+import { DEV_JWT_SECRET } from "../gateway/src/token.ts";
 import { checkSettings, LIMITS } from "./load/limits.ts";
 import { createLoadSummary, renderSummary } from "./load/summary.ts";
-import { DEV_JWT_SECRET } from "./load/tokens.ts";
 import { codeName, createTraffic } from "./load/traffic.ts";
 
 const { values } = parseArgs({
@@ -40,9 +40,9 @@ try {
 }
 
 const traffic = createTraffic(settings.target.origin, {
-  secret: process.env.JWT_SECRET ?? DEV_JWT_SECRET,
-  issuer: process.env.JWT_ISSUER,
-  audience: process.env.JWT_AUDIENCE,
+  secret: process.env.JWT_SECRET || DEV_JWT_SECRET,
+  issuer: process.env.JWT_ISSUER || undefined,
+  audience: process.env.JWT_AUDIENCE || undefined,
 });
 const summary = createLoadSummary();
 const interval = 1000 / settings.rate;

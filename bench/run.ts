@@ -1,5 +1,5 @@
-// `npm run bench [-- <filter>] [--repetitions N]`: runs the scenarios whose name contains the
-// filter (all by default), writes results/<timestamp>.{json,md}, and after a full run replaces
+// `npm run bench [-- <filter>[,<filter>...]] [--repetitions N]`: runs the scenarios whose name
+// contains a filter (all by default), writes results/<timestamp>.{json,md}, and after a full run replaces
 // the figures in README.md.
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
@@ -27,6 +27,7 @@ export async function runScenarios(
       reports.push({ ...base, ...outcome, seconds: (performance.now() - startedAt) / 1000 });
     } catch (err) {
       ctx.progress.log(`${scenario.name} failed: ${(err as Error).stack ?? err}`);
+      ctx.progress.log(`last lines of each process:\n${ctx.platform.tails()}`);
       reports.push({
         ...base,
         runs: [],
@@ -46,7 +47,10 @@ if (import.meta.main) {
     options: { repetitions: { type: "string", short: "r" } },
   });
   const filter = positionals[0];
-  const scenarios = SCENARIOS.filter((s) => !filter || s.name.includes(filter));
+  const wanted = filter?.split(",").filter(Boolean) ?? [];
+  const scenarios = SCENARIOS.filter(
+    (s) => wanted.length === 0 || wanted.some((w) => s.name.includes(w)),
+  );
   if (scenarios.length === 0) {
     console.error(
       `no scenario matches "${filter}"; there are: ${SCENARIOS.map((s) => s.name).join(", ")}`,

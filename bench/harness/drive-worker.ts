@@ -22,8 +22,10 @@ export interface DrivePlan {
   connections: number;
   warmupMs: number;
   durationMs: number;
-  /** A request still unanswered this long after its scheduled time counts as TIMEOUT. */
+  /** A request still unanswered this long after it was sent counts as TIMEOUT. */
   timeoutMs: number;
+  /** The caller's deadline: an answer later than this after the scheduled time counts as LATE. */
+  deadlineMs?: number;
   /** When every worker begins (warm-up first), as epoch ms, so that workers start together. */
   startAtEpochMs: number;
   /** Distinguishes the unique strings of workers running side by side. */
@@ -146,13 +148,15 @@ export async function drive(plan: DrivePlan): Promise<DriveWorkerResult> {
       active.delete(entry);
       inFlight--;
       if (measured) {
-        statuses[status] = (statuses[status] ?? 0) + 1;
         const ms = performance.now() - scheduledAt;
+        // Past the caller's deadline an answer is useless, whatever it says.
+        const outcome = plan.deadlineMs !== undefined && ms > plan.deadlineMs ? "LATE" : status;
+        statuses[outcome] = (statuses[outcome] ?? 0) + 1;
         recordMs(latency, ms);
-        let own = byStatus.get(status);
+        let own = byStatus.get(outcome);
         if (!own) {
           own = createLatencyHistogram();
-          byStatus.set(status, own);
+          byStatus.set(outcome, own);
         }
         recordMs(own, ms);
       }

@@ -22,6 +22,8 @@ export interface DriveOptions {
   warmupMs: number;
   durationMs: number;
   timeoutMs?: number;
+  /** Answers later than this after their scheduled time count as LATE, whatever their status. */
+  deadlineMs?: number;
   /** Processes under test whose CPU and peak RSS are measured over the same window. */
   processes?: Record<string, number>;
 }
@@ -82,6 +84,7 @@ export async function driveLoad(options: DriveOptions): Promise<RunResult> {
       warmupMs: options.warmupMs,
       durationMs: options.durationMs,
       timeoutMs: options.timeoutMs ?? 10_000,
+      deadlineMs: options.deadlineMs,
       startAtEpochMs,
       workerId: i,
       phaseMs: options.rate ? (1000 / options.rate) * i : 0,

@@ -33,6 +33,8 @@ export interface Platform {
   start(options: RunnableOptions): Promise<Runnable>;
   /** Every process started so far, by name. */
   pids(): Record<string, number>;
+  /** The last lines each process wrote, to explain a failed scenario. */
+  tails(): string;
   stop(): Promise<void>;
 }
 
@@ -145,6 +147,10 @@ export function createPlatform(): Platform {
     database,
     start,
     pids: () => Object.fromEntries([...running].map(([name, r]) => [name, r.pid])),
+    tails: () =>
+      [...running]
+        .map(([name, r]) => `--- ${name}\n${r.tail().split("\n").slice(-8).join("\n")}`)
+        .join("\n"),
     async stop() {
       await Promise.all([...running.values()].map((r) => r.stop()));
       running.clear();

@@ -12,8 +12,14 @@ import {
   createGrpcTransport,
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
+import { mintToken } from "../../gateway/src/token.ts";
 import { LIMITS } from "./limits.ts";
-import { mintToken, type TokenSettings } from "./tokens.ts";
+
+export interface TokenSettings {
+  secret: string;
+  issuer?: string;
+  audience?: string;
+}
 
 export const LOAD_PROTOCOLS = ["connect-json", "connect-proto", "grpc-web", "grpc"] as const;
 export type LoadProtocol = (typeof LOAD_PROTOCOLS)[number];
@@ -96,7 +102,7 @@ export function createTraffic(baseUrl: string, tokens: TokenSettings, timeoutMs 
     const id = user?.id ?? "";
     users.push({
       id,
-      headers: { authorization: `Bearer ${await mintToken(tokens, id)}` },
+      headers: { authorization: `Bearer ${await mintToken({ ...tokens, sub: id })}` },
       funded: false,
     });
   }

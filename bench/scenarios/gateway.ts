@@ -7,6 +7,7 @@ import {
   createGrpcTransport,
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
+import { mintToken } from "../../gateway/src/token.ts";
 import { JWT_SECRET } from "../harness/platform.ts";
 import { check, median, pairedRatio, type RunResult, repeated } from "../harness/results.ts";
 import {
@@ -20,7 +21,6 @@ import {
 } from "../harness/scenario.ts";
 import { sendOnce } from "../harness/send-once.ts";
 import { encodeRequest, PROTOCOLS, type Protocol, rawGrpcRequest } from "../harness/wire.ts";
-import { mintToken } from "../load/tokens.ts";
 import { ECHO_PATH } from "../reference/echo-server.ts";
 import { GET_RATE, sampleGetRate } from "./get-rate.ts";
 
@@ -42,7 +42,7 @@ export const gatewayScenario: Scenario = {
     const gateway = await platform.gateway();
     const [echo, rate] = await Promise.all([platform.echo(), platform.rate()]);
     // A signed-in caller: the token is verified (then cached) like every real client's.
-    const token = await mintToken({ secret: JWT_SECRET }, randomUUID());
+    const token = await mintToken({ sub: randomUUID(), secret: JWT_SECRET });
     const auth = { authorization: `Bearer ${token}` };
     const notes: string[] = [];
 
