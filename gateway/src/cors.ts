@@ -1,0 +1,44 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import { cors } from "@connectrpc/connect";
+
+// Besides the protocols' own headers: the token, trace context, request id and canary pin.
+const ALLOWED_HEADERS = [
+  ...cors.allowedHeaders,
+  "Authorization",
+  "Traceparent",
+  "Tracestate",
+  "X-Request-Id",
+  "X-Canary",
+].join(", ");
+const EXPOSED_HEADERS = cors.exposedHeaders.join(", ");
+const PREFLIGHT_MAX_AGE_S = "7200";
+
+/**
+ * CORS for the configured browser origins ("*" for any). Returns true when it answered the
+ * request itself (a preflight); otherwise it only adds headers to the response to come.
+ */
+export function createCors(origins: string[]) {
+  const anyOrigin = origins.includes("*");
+  const allowed = new Set(origins);
+  return function applyCors(
+    req: IncomingMessage | Http2ServerRequest,
+    res: ServerResponse | Http2ServerResponse,
+  ): boolean {
+    const origin = req.headers.origin;
+    if (origin === undefined || !(anyOrigin || allowed.has(origin))) return false;
+    res.setHeader("Access-Control-Allow-Origin", anyOrigin ? "*" : origin);
+    res.setHeader("Vary", "Origin");
+    if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) {
+      (res as ServerResponse).writeHead(204, {
+        "Access-Control-Allow-Methods": cors.allowedMethods.join(", "),
+        "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+        "Access-Control-Max-Age": PREFLIGHT_MAX_AGE_S,
+      });
+      res.end();
+      return true;
+    }
+    res.setHeader("Access-Control-Expose-Headers", EXPOSED_HEADERS);
+    return false;
+  };
+}

@@ -1,0 +1,128 @@
+import { randomFillSync, randomUUID } from "node:crypto";
+import { type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ADMIN_HEADER, REQUEST_ID_HEADER, SUBJECT_HEADER } from "@coinmesh/lib/call-context";
+import type { Forwarder } from "@coinmesh/lib/grpc-forward";
+import type { Identity } from "./auth.ts";
+import {
+  type Access,
+  authorizeRequest,
+  authorizeResponse,
+  concealNotFound,
+} from "./authorization.ts";
+
+/** One public call on its way to a backend, whatever protocol it came in. */
+export interface ForwardCall {
+  method: DescMethod;
+  access: Access;
+  identity: Identity | undefined;
+  header: Headers;
+  signal: AbortSignal;
+  /** The client's timeout, if it sent one. */
+  timeoutMs: number | undefined;
+}
+
+export interface ForwardingDeps {
+  backends: ReadonlyMap<DescService, Forwarder>;
+  defaultTimeoutMs: number;
+  maxTimeoutMs: number;
+}
+
+// Random ids come from a pool filled in large blocks: one randomFillSync per call is costly.
+const pool = Buffer.alloc(4096);
+let poolOffset = pool.length;
+function randomHex(bytes: number): string {
+  if (poolOffset + bytes > pool.length) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  poolOffset += bytes;
+  return pool.toString("hex", poolOffset - bytes, poolOffset);
+}
+
+const TRACEPARENT = /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/;
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
+// Client headers passed on besides the ones the gateway sets; anything else (including any
+// x-auth-* a client made up) stays at the edge.
+const PASSED_ON = ["tracestate", "x-canary"];
+
+/**
+ * The metadata a backend gets: request id and W3C trace context (generated when the client
+ * sent none or a malformed one), the canary pin, and the verified subject.
+ */
+function outboundMetadata(header: Headers, identity: Identity | undefined) {
+  const requestId = header.get(REQUEST_ID_HEADER);
+  const traceparent = header.get("traceparent");
+  const metadata: Record<string, string> = {
+    [REQUEST_ID_HEADER]: requestId && REQUEST_ID.test(requestId) ? requestId : randomUUID(),
+    // With tracing on, the grpc-js instrumentation replaces this with the gateway's own span.
+    traceparent:
+      traceparent && TRACEPARENT.test(traceparent)
+        ? traceparent
+        : `00-${randomHex(16)}-${randomHex(8)}-01`,
+  };
+  for (const key of PASSED_ON) {
+    const value = header.get(key);
+    if (value !== null) metadata[key] = value;
+  }
+  if (identity) {
+    metadata[SUBJECT_HEADER] = identity.subject;
+    if (identity.admin) metadata[ADMIN_HEADER] = "true";
+  }
+  return metadata;
+}
+
+/**
+ * Authorizes a call and forwards it to the backend that owns its service. Requests go out as
+ * the bytes the client sent when the caller has them (no re-encoding); responses come back as
+ * bytes, decoded here only when authorization must look inside.
+ */
+export function createForwarding({ backends, defaultTimeoutMs, maxTimeoutMs }: ForwardingDeps) {
+  const backendOf = (method: DescMethod) => {
+    const backend = backends.get(method.parent);
+    if (!backend) throw new Error(`no backend for ${method.parent.typeName}`);
+    return backend;
+  };
+
+  return {
+    async unary(
+      call: ForwardCall,
+      request: unknown,
+      requestBytes?: Uint8Array,
+    ): Promise<Uint8Array> {
+      const { method, access, identity } = call;
+      authorizeRequest(method, access, identity, request);
+      const timeoutMs = Math.min(call.timeoutMs ?? defaultTimeoutMs, maxTimeoutMs);
+      let response: Uint8Array;
+      try {
+        response = await backendOf(method).unary(
+          method,
+          requestBytes ?? toBinary(method.input, request as never),
+          {
+            deadline: Date.now() + timeoutMs,
+            metadata: outboundMetadata(call.header, identity),
+            signal: call.signal,
+          },
+        );
+      } catch (err) {
+        throw concealNotFound(access, identity, request, err);
+      }
+      if (access.kind === "response-owner") {
+        authorizeResponse(access, identity, request, fromBinary(method.output, response));
+      }
+      return response;
+    },
+
+    /** Server streams take no default deadline and no cap: they last until the client stops. */
+    serverStream(call: ForwardCall, request: unknown): AsyncIterable<Uint8Array> {
+      const { method, access, identity } = call;
+      authorizeRequest(method, access, identity, request);
+      return backendOf(method).serverStream(method, toBinary(method.input, request as never), {
+        deadline: call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs,
+        metadata: outboundMetadata(call.header, identity),
+        signal: call.signal,
+      });
+    },
+  };
+}
+
+export type Forwarding = ReturnType<typeof createForwarding>;

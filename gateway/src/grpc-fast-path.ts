@@ -1,0 +1,277 @@
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import { type DescMethod, fromBinary } from "@bufbuild/protobuf";
+import type { Logger } from "@coinmesh/lib/log";
+import {
+  Code,
+  ConnectError,
+  createContextKey,
+  createContextValues,
+  type Interceptor,
+  type UnaryRequest,
+  type UnaryResponse,
+} from "@connectrpc/connect";
+import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import type { Admission } from "./admission.ts";
+import type { Access } from "./authorization.ts";
+import type { ForwardCall, Forwarding } from "./forward.ts";
+
+/**
+ * gRPC unary calls over HTTP/2 (what grpc-js, grpc-go and load tools send) served straight on
+ * the http2 stream instead of through connect-node's generic pipeline, which costs several
+ * times what a grpc-js server does per call (gateway/README.md, Performance). The request bytes
+ * go to the backend as received and the backend's bytes come back as they are. Admission,
+ * authorization, forwarding and the Connect interceptors are the same as on the Connect path;
+ * protocol errors mirror connect-node's gRPC handler. Anything else (gRPC-web, JSON codec,
+ * compression, streams) is left to connect-node.
+ */
+export interface FastPathDeps {
+  routes: ReadonlyMap<DescMethod, Access>;
+  admission: Admission;
+  forwarding: Forwarding;
+  interceptors: Interceptor[];
+  maxMessageBytes: number;
+  log: Logger;
+}
+
+interface FastCall {
+  call: ForwardCall;
+  body: Uint8Array;
+}
+
+const RAW = Symbol("raw response bytes");
+const fastCallKey = createContextKey<FastCall | undefined>(undefined, { description: "fast" });
+const GRPC_CONTENT_TYPES = new Set(["application/grpc", "application/grpc+proto"]);
+const RESPONSE_HEADERS = { ":status": 200, "content-type": "application/grpc" };
+const OK_TRAILERS = { "grpc-status": "0" };
+
+function webHeaders(headers: IncomingHttpHeaders): Headers {
+  const out = new Headers();
+  for (const key in headers) {
+    if (key.charCodeAt(0) === 58 /* ":" */) continue;
+    const value = headers[key];
+    if (value !== undefined) out.append(key, Array.isArray(value) ? value.join(", ") : value);
+  }
+  return out;
+}
+
+/** Resolves with the request body; stops reading as soon as the declared size is too large. */
+function readBody(stream: ServerHttp2Stream, maxMessageBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let sizeChecked = false;
+    const fail = (err: ConnectError) => {
+      stream.off("data", onData);
+      stream.pause();
+      reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (!sizeChecked && size >= 5) {
+        sizeChecked = true;
+        const declared = (chunks.length === 1 ? chunk : Buffer.concat(chunks)).readUInt32BE(1);
+        if (declared > maxMessageBytes) {
+          fail(
+            new ConnectError(
+              `message size ${declared} is larger than configured readMaxBytes ${maxMessageBytes}`,
+              Code.ResourceExhausted,
+            ),
+          );
+          return;
+        }
+      }
+      if (size > maxMessageBytes + 5) {
+        fail(
+          new ConnectError(
+            "protocol error: received extra input message for unary method",
+            Code.Unimplemented,
+          ),
+        );
+      }
+    };
+    const onClose = () => reject(new ConnectError("the client cancelled", Code.Canceled));
+    stream.on("data", onData);
+    stream.once("close", onClose);
+    stream.once("end", () => {
+      stream.off("close", onClose);
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    });
+  });
+}
+
+/** The one message of a unary request body, as connect-node's gRPC handler judges it. */
+function unwrap(body: Buffer): Buffer {
+  if (body.length === 0) {
+    throw new ConnectError(
+      "protocol error: missing input message for unary method",
+      Code.Unimplemented,
+    );
+  }
+  if (body.length < 5)
+    throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+  if ((body[0] as number) & 1) {
+    throw new ConnectError(
+      "received compressed envelope, but do not know how to decompress",
+      Code.Internal,
+    );
+  }
+  const length = body.readUInt32BE(1);
+  if (body.length < 5 + length) {
+    throw new ConnectError(
+      `protocol error: promised ${length} bytes, received ${body.length - 5}`,
+      Code.InvalidArgument,
+    );
+  }
+  if (body.length > 5 + length) {
+    throw new ConnectError(
+      "protocol error: received extra input message for unary method",
+      Code.Unimplemented,
+    );
+  }
+  return body.subarray(5);
+}
+
+function parse(method: DescMethod, bytes: Uint8Array): unknown {
+  try {
+    return fromBinary(method.input, bytes);
+  } catch (err) {
+    throw new ConnectError(`parse binary: ${(err as Error).message}`, Code.Internal);
+  }
+}
+
+function respond(stream: ServerHttp2Stream, message: Uint8Array) {
+  if (stream.destroyed) return;
+  const frame = Buffer.allocUnsafe(5 + message.byteLength);
+  frame[0] = 0;
+  frame.writeUInt32BE(message.byteLength, 1);
+  frame.set(message, 5);
+  stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+  stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
+  stream.end(frame);
+}
+
+/** A trailers-only response carrying the status, as gRPC allows for errors. */
+function respondError(stream: ServerHttp2Stream, error: ConnectError, bodyUnread: boolean) {
+  if (stream.destroyed || stream.headersSent) return;
+  const headers: Record<string, string | number> = { ...RESPONSE_HEADERS };
+  setTrailerStatus(new Headers(), error).forEach((value, key) => {
+    headers[key] = value;
+  });
+  stream.respond(headers, { endStream: true });
+  // Stops a client still sending a body nobody will read.
+  if (bodyUnread) stream.close();
+}
+
+export function createGrpcFastPath(deps: FastPathDeps) {
+  const { admission, forwarding, maxMessageBytes, log } = deps;
+  const routes = new Map<string, [DescMethod, Access]>();
+  for (const [method, access] of deps.routes) {
+    if (method.methodKind === "unary") {
+      routes.set(`/${method.parent.typeName}/${method.name}`, [method, access]);
+    }
+  }
+
+  // The innermost step of the interceptor chain, composed once: forward the received bytes.
+  const forward = async (req: UnaryRequest): Promise<UnaryResponse> => {
+    const fast = req.contextValues.get(fastCallKey) as FastCall;
+    const bytes = await forwarding.unary(fast.call, req.message, fast.body);
+    let message: unknown;
+    return {
+      stream: false,
+      service: req.service,
+      method: req.method,
+      header: new Headers(),
+      trailer: new Headers(),
+      [RAW]: bytes,
+      // Decoded only if an interceptor looks; the client gets the backend's bytes.
+      get message() {
+        message ??= fromBinary(req.method.output, bytes);
+        return message;
+      },
+    } as UnaryResponse;
+  };
+  const chain = deps.interceptors.reduceRight(
+    (next, interceptor) => interceptor(next as never) as typeof forward,
+    forward,
+  );
+
+  async function handle(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    [method, access]: [DescMethod, Access],
+    peer: string | undefined,
+  ) {
+    const arrivedAt = performance.now();
+    const controller = new AbortController();
+    let finished = false;
+    let bodyRead = false;
+    stream.once("close", () => {
+      if (!finished) controller.abort(new ConnectError("the client cancelled", Code.Canceled));
+    });
+    try {
+      const header = webHeaders(headers);
+      const identity = await admission.admit(method, access, header, peer);
+      const timeout = parseTimeout(header.get("grpc-timeout"), Number.MAX_SAFE_INTEGER);
+      if (timeout.error) throw timeout.error;
+      const body = unwrap(await readBody(stream, maxMessageBytes));
+      bodyRead = true;
+      const request = parse(method, body);
+      const call: ForwardCall = {
+        method,
+        access,
+        identity,
+        header,
+        signal: controller.signal,
+        timeoutMs:
+          timeout.timeoutMs === undefined
+            ? undefined
+            : Math.max(0, timeout.timeoutMs - (performance.now() - arrivedAt)),
+      };
+      const contextValues = createContextValues().set(fastCallKey, { call, body });
+      const res = await chain({
+        stream: false,
+        service: method.parent,
+        method,
+        requestMethod: "POST",
+        url: `http://${headers[":authority"] ?? "gateway"}${headers[":path"]}`,
+        signal: controller.signal,
+        header,
+        contextValues,
+        message: request,
+      } as UnaryRequest);
+      respond(stream, (res as unknown as { [RAW]: Uint8Array })[RAW]);
+    } catch (err) {
+      if (!(err instanceof ConnectError)) log.error({ err, rpc: method.name }, "unexpected error");
+      const error =
+        err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal);
+      respondError(stream, error, !bodyRead);
+    } finally {
+      finished = true;
+    }
+  }
+
+  return {
+    /** Takes the stream and returns true if it is a call this path serves; false leaves it alone. */
+    serve(
+      stream: ServerHttp2Stream,
+      headers: IncomingHttpHeaders,
+      peer: string | undefined,
+    ): boolean {
+      const contentType = headers["content-type"];
+      const encoding = headers["grpc-encoding"];
+      const route =
+        headers[":method"] === "POST" &&
+        contentType !== undefined &&
+        GRPC_CONTENT_TYPES.has(contentType) &&
+        (encoding === undefined || encoding === "identity")
+          ? routes.get(headers[":path"] as string)
+          : undefined;
+      if (route === undefined) return false;
+      // A reset by the client surfaces here; the call's signal already reports it.
+      stream.on("error", () => {});
+      void handle(stream, headers, route, peer);
+      return true;
+    },
+  };
+}

@@ -1,0 +1,77 @@
+import { type DescMethod, fromBinary } from "@bufbuild/protobuf";
+import { Health } from "@coinmesh/proto/grpc/health/v1/health_pb";
+import { ServerReflection } from "@coinmesh/proto/grpc/reflection/v1/reflection_pb";
+import {
+  type ConnectRouter,
+  createContextKey,
+  type HandlerContext,
+  type MethodImpl,
+} from "@connectrpc/connect";
+import type { Admission } from "./admission.ts";
+import type { Identity } from "./auth.ts";
+import { type Access, accessTable, PUBLIC_SERVICES } from "./authorization.ts";
+import type { ForwardCall, Forwarding } from "./forward.ts";
+import type { GatewayHealth } from "./health.ts";
+import { reflectionHandlers } from "./reflection.ts";
+
+/** The client's socket address, set by the node adapter for rate limiting anonymous callers. */
+export const peerKey = createContextKey<string | undefined>(undefined, { description: "peer" });
+const identityKey = createContextKey<Identity | undefined>(undefined, { description: "identity" });
+
+export interface RouteDeps {
+  admission: Admission;
+  forwarding: Forwarding;
+  health: GatewayHealth;
+}
+
+function callOf(method: DescMethod, access: Access, ctx: HandlerContext): ForwardCall {
+  return {
+    method,
+    access,
+    identity: ctx.values.get(identityKey),
+    header: ctx.requestHeader,
+    signal: ctx.signal,
+    timeoutMs: ctx.timeoutMs(),
+  };
+}
+
+/** A Connect implementation that authorizes and forwards one public RPC. */
+function forwarded(method: DescMethod, access: Access, forwarding: Forwarding) {
+  if (method.methodKind === "server_streaming") {
+    return async function* (request: unknown, ctx: HandlerContext) {
+      for await (const bytes of forwarding.serverStream(callOf(method, access, ctx), request)) {
+        yield fromBinary(method.output, bytes);
+      }
+    };
+  }
+  return async (request: unknown, ctx: HandlerContext) =>
+    fromBinary(method.output, await forwarding.unary(callOf(method, access, ctx), request));
+}
+
+/**
+ * Every RPC the gateway serves over Connect, gRPC-web and gRPC: the public RPCs of the access
+ * table, each behind a request gate that admits the caller before its body is read, plus the
+ * gateway's own health and reflection.
+ */
+export function gatewayRoutes({ admission, forwarding, health }: RouteDeps) {
+  return (router: ConnectRouter) => {
+    for (const [method, access] of accessTable) {
+      router.rpc(method, forwarded(method, access, forwarding) as MethodImpl<DescMethod>, {
+        async requestGate(ctx) {
+          const identity = await admission.admit(
+            method,
+            access,
+            ctx.requestHeader,
+            ctx.values.get(peerKey),
+          );
+          ctx.values.set(identityKey, identity);
+        },
+      });
+    }
+    router.service(Health, health.handlers);
+    router.service(
+      ServerReflection,
+      reflectionHandlers([...PUBLIC_SERVICES, Health, ServerReflection]),
+    );
+  };
+}
