@@ -331,6 +331,18 @@ describe("Transfer", () => {
     expect(await balancesOf(to)).toEqual({ USD: "5" });
   });
 
+  test("the same key with another payee fails with ALREADY_EXISTS, and nothing moves", async () => {
+    const from = await funded({ USD: "10" });
+    const [to, other] = [await stack.createUser(), await stack.createUser()];
+    const base = { fromUserId: from, currency: "USD", amount: "2", idempotencyKey: newKey() };
+    await accounts.transfer({ ...base, toUserId: to });
+    const error = await rejection(accounts.transfer({ ...base, toUserId: other }));
+    expect(error.code).toBe("AlreadyExists");
+    expect(error.info?.metadata).toMatchObject({ rpc: "Transfer", fields: "to_user_id" });
+    expect(await balancesOf(from)).toEqual({ USD: "8" });
+    expect((await accounts.getBalances({ userId: other })).balances).toEqual([]);
+  });
+
   test("to self is rejected", async () => {
     const userId = await funded({ USD: "10" });
     const error = await rejection(

@@ -57,7 +57,32 @@ test("user service down: UNAVAILABLE and nothing written", async () => {
     expect(error.code).toBe("Unavailable");
     expect(error.message).toContain("the user service is unavailable");
     expect(error.info?.reason).toBe("USER_SERVICE_UNAVAILABLE");
-    expect((await rejection(accounts.getBalances({ userId }))).code).toBe("Unavailable");
+    const orders = order.connectClient(OrderService);
+    const failures = await Promise.all([
+      rejection(accounts.getBalances({ userId })),
+      rejection(accounts.listTransactions({ userId })),
+      rejection(orders.listOrders({ userId })),
+      rejection(
+        accounts.transfer({
+          fromUserId: userId,
+          toUserId: "01a20000-0000-7000-8000-000000000011",
+          currency: "USD",
+          amount: "1",
+          idempotencyKey: "k",
+        }),
+      ),
+      rejection(
+        orders.placeOrder({
+          userId,
+          side: Side.BUY,
+          asset: "BTC",
+          quoteCurrency: "USD",
+          quantity: "1",
+          idempotencyKey: "k",
+        }),
+      ),
+    ]);
+    expect(failures.map((f) => f.code)).toEqual(Array(5).fill("Unavailable"));
     expect(await transactionCount()).toBe(before);
   } finally {
     await order.stop();
