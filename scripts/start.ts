@@ -7,6 +7,7 @@ import {
   Health,
   HealthCheckResponse_ServingStatus,
 } from "@coinmesh/proto/grpc/health/v1/health_pb";
+import { DEV_JWT_SECRET } from "../gateway/src/token.ts";
 
 interface Runnable {
   name: string;
@@ -16,13 +17,18 @@ interface Runnable {
   env?: Record<string, string>;
 }
 
-// A fixed development secret: tokens minted by `npm run token` verify against it.
-export const DEV_JWT_SECRET = "coinmesh-local-development-secret-do-not-deploy";
-
 const runnables: Runnable[] = [
   { name: "user", entry: "services/user/src/main.ts", port: 50051, color: 36 },
   { name: "rate", entry: "services/rate/src/main.ts", port: 50053, color: 33 },
   { name: "order", entry: "services/order/src/main.ts", port: 50052, color: 35 },
+  {
+    name: "gateway",
+    entry: "gateway/src/main.ts",
+    port: 8080,
+    color: 32,
+    // Tokens from `npm run token` verify against this development secret.
+    env: { JWT_SECRET: process.env.JWT_SECRET ?? DEV_JWT_SECRET },
+  },
 ];
 
 const children = new Map<string, ChildProcess>();
@@ -95,10 +101,12 @@ console.log(`
 coinmesh is running:
 ${runnables.map((r) => `  ${r.name.padEnd(8)} 127.0.0.1:${r.port}`).join("\n")}
 
-Try it (buf is installed with the project):
-  npx buf curl --protocol grpc --http2-prior-knowledge \\
-    -d '{"email":"ada@example.com","display_name":"Ada"}' \\
-    http://127.0.0.1:50051/coinmesh.user.v1.UserService/CreateUser
+Try it through the gateway (README.md walks the whole journey):
+  curl -s http://127.0.0.1:8080/coinmesh.rate.v1.RateService/GetRate \\
+    -H 'content-type: application/json' -d '{"base":"BTC","quote":"USD"}'
+  npx buf curl -d '{"email":"ada@example.com","display_name":"Ada"}' \\
+    http://127.0.0.1:8080/coinmesh.user.v1.UserService/CreateUser
+  npm run --silent token -- --sub <user id>     # a development token for that user
 
 Ctrl-C stops everything.
 `);
