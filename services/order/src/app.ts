@@ -20,6 +20,8 @@ import { createUsersDirectory } from "./users-directory.ts";
 
 export interface AppDeps {
   pool: Pool;
+  /** False on the embedded database (see JournalRepositoryOptions). */
+  preparedStatements: boolean;
   userService: Pick<ServiceClient<typeof UserService>, "getUser">;
   rateService: Pick<ServiceClient<typeof RateService>, "getRate" | "listCurrencies">;
   config: Pick<
@@ -37,7 +39,7 @@ export function createApp(deps: AppDeps) {
   const { config, pool } = deps;
   const timeoutMs = config.upstreamTimeoutMs;
   const shared = {
-    journal: createJournalRepository(pool),
+    journal: createJournalRepository(pool, { preparedStatements: deps.preparedStatements }),
     users: createUsersDirectory({
       client: deps.userService,
       timeoutMs,

@@ -127,27 +127,43 @@ function changeQuery({ userId, currency, delta }: AccountChange): QueryConfig {
 }
 
 async function readResult(db: PoolClient | Pool, userId: string, key: string) {
-  const { rows } = await db.query<StoredResult>({
-    name: "read-result",
-    text: READ_RESULT,
-    values: [userId, key],
-  });
+  const { rows } = await db.query<StoredResult>(READ_RESULT, [userId, key]);
   return rows[0];
 }
 
-/** Runs fn in a transaction that is always rolled back. */
-async function withRollback<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Runs fn on a client of its own, rolling back whatever it left open if it throws. Errors on a
+ * checked-out client reach no pool listener (and would crash the process), so one is attached
+ * here, and a client whose connection failed is discarded instead of returned to the pool.
+ */
+async function withClient<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken = err;
+  };
+  client.on("error", onError);
   try {
-    await client.query("BEGIN");
     return await fn(client);
-  } finally {
-    await client.query("ROLLBACK").catch((err: Error) => {
-      broken = err;
+  } catch (err) {
+    await client.query("ROLLBACK").catch((rollbackError: Error) => {
+      broken ??= rollbackError;
     });
+    throw err;
+  } finally {
+    client.off("error", onError);
     client.release(broken);
   }
+}
+
+/** Runs fn in a transaction that is always rolled back. */
+function withRollback<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  return withClient(pool, async (client) => {
+    await client.query("BEGIN");
+    const result = await fn(client);
+    await client.query("ROLLBACK");
+    return result;
+  });
 }
 
 const MAX_ATTEMPTS = 3;
@@ -200,9 +216,7 @@ async function attemptWrite(
   w: JournalWrite,
   changes: AccountChange[],
 ): Promise<WriteOutcome> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
+  return withClient(pool, async (client) => {
     const results = await sendAll(client, queries);
     const rowCounts = results.map((r) => {
       if (r.status === "rejected") throw r.reason;
@@ -229,24 +243,33 @@ async function attemptWrite(
       available: rows[0]?.balance ?? "0",
       required: short.delta.negated().toFixed(),
     };
-  } catch (err) {
-    await client.query("ROLLBACK").catch((rollbackError: Error) => {
-      broken = rollbackError;
-    });
-    throw err;
-  } finally {
-    client.release(broken);
-  }
+  });
 }
 
-export function createJournalRepository(pool: Pool): JournalStore & {
+export interface JournalRepositoryOptions {
+  /**
+   * Name the write statements so that each connection parses them once. Off on the embedded
+   * database: its one backend is shared by every connection, and a second connection's name would
+   * collide with the first's.
+   */
+  preparedStatements: boolean;
+}
+
+export function createJournalRepository(
+  pool: Pool,
+  { preparedStatements }: JournalRepositoryOptions,
+): JournalStore & {
   /** Deletes keys created before `before`, in batches; returns how many. */
   deleteKeysBefore(before: Date, batchSize?: number): Promise<number>;
 } {
+  const prepared = (q: QueryConfig): QueryConfig =>
+    preparedStatements ? q : { text: q.text, values: q.values };
   return {
     async write(w: JournalWrite): Promise<WriteOutcome> {
       const changes = accountChanges(w.entry.postings);
-      const queries = [{ text: "BEGIN" }, insertEntry(w), ...changes.map(changeQuery)];
+      const queries = [{ text: "BEGIN" }, insertEntry(w), ...changes.map(changeQuery)].map(
+        prepared,
+      );
       // A debit found short may have raced a credit that landed just after it: try again while
       // the balance read after the rollback says the money is there.
       for (let attempt = 1; ; attempt++) {

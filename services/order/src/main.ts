@@ -21,7 +21,9 @@ runMain("order", async (log) => {
     migrationsDir,
     log,
     max: config.databasePoolSize,
-    pipeline: true,
+    // The embedded database's one backend serves every connection, and interleaved pipelines
+    // confuse it: pipelining is for a real Postgres only.
+    pipeline: config.databaseUrl !== undefined,
   });
   if (process.argv[2] === "migrate") {
     await db.close();
@@ -40,6 +42,7 @@ runMain("order", async (log) => {
   const clock = () => new Date();
   const app = createApp({
     pool: db.pool,
+    preparedStatements: !db.embedded,
     userService: userService.client,
     rateService: rateService.client,
     config,

@@ -90,7 +90,7 @@ test("32 workers, 10,000 operations with retries: money is conserved, nothing ap
   const userIds = Array.from({ length: USERS }, () => uuidv7());
   const prices = new Map(PAIRS.map(([asset, quote, price]) => [`${asset}/${quote}`, price]));
   const deps = {
-    journal: createJournalRepository(pool),
+    journal: createJournalRepository(pool, { preparedStatements: true }),
     users: fakeUsers(userIds),
     currencies: fakeCurrencies(CURRENCIES),
     metrics: noLedgerMetrics,

@@ -16,7 +16,8 @@ let ledger: ReturnType<typeof createLedgerRepository>;
 
 beforeAll(async () => {
   db = await createTestDatabase(ORDER_MIGRATIONS);
-  pipelining = createPool(db.url, silentLogger(), { max: 4, pipeline: true });
+  // main.ts pipelines on a real Postgres only.
+  pipelining = createPool(db.url, silentLogger(), { max: 4, pipeline: db.real });
   ledger = createLedgerRepository(db.pool);
 });
 afterAll(async () => {
@@ -106,7 +107,7 @@ describe.each([
 ])("on %s", (_, poolOf) => {
   let journal: ReturnType<typeof createJournalRepository>;
   beforeAll(() => {
-    journal = createJournalRepository(poolOf());
+    journal = createJournalRepository(poolOf(), { preparedStatements: db.real });
   });
 
   describe("write", () => {

@@ -135,10 +135,11 @@ export async function startOrderService(options: OrderServiceOptions) {
   const rates = createServiceClient(RateService, options.rateAddress, {
     defaultTimeoutMs: timeoutMs,
   });
-  // Pipelining, as main.ts opens it.
-  const pool = createPool(options.db.url, silentLogger(), { max: 20, pipeline: true });
+  // As main.ts opens it: pipelining on a real Postgres only.
+  const pool = createPool(options.db.url, silentLogger(), { max: 20, pipeline: options.db.real });
   const app = createApp({
     pool,
+    preparedStatements: options.db.real,
     userService: users.client,
     rateService: rates.client,
     config: {
