@@ -16,9 +16,10 @@ import type { JournalStore, JournalWrite, StoredResult, WriteOutcome } from "./w
  *                    nothing unless the balance covers it
  *   COMMIT           if the key was new and every debit was made; ROLLBACK otherwise
  *
- * On a pipelining pool (main.ts opens one) everything up to COMMIT goes out in one write, so the
- * transaction costs two round trips. The account statements are sent before INSERT_ENTRY's answer
- * is known: for a retry whose key was taken they run too, and are rolled back.
+ * On a pipelining pool (main.ts opens one on a real Postgres) everything up to COMMIT goes out in
+ * one write, so the transaction costs two round trips. The account statements are sent before
+ * INSERT_ENTRY's answer is known: for a retry whose key was taken they run too, and are rolled
+ * back.
  *
  * A retry of a running request blocks on the key's unique index inside INSERT_ENTRY until the
  * first attempt ends; accounts are always locked in the same order, so two transfers between the
