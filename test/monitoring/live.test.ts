@@ -11,10 +11,13 @@ import { AccountService } from "@coinmesh/proto/order/v1/account_pb";
 import { OrderService, Side } from "@coinmesh/proto/order/v1/order_pb";
 import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
+import { mintToken } from "../../gateway/src/token.ts";
 import { type RunningPrometheus, startPrometheus } from "../../scripts/observe.ts";
-import { type Platform, startPlatform } from "../support/platform.ts";
+import { type Platform, startPlatform, TEST_JWT_SECRET } from "../support/platform.ts";
 import { dashboardExprs, type RuleFile, readDashboards } from "./monitoring-files.ts";
 
 const root = resolve(import.meta.dirname, "../..");
@@ -51,6 +54,20 @@ async function query(promql: string): Promise<unknown[]> {
   };
   if (body.status !== "success") throw new Error(`${promql}: ${body.error}`);
   return body.data.result;
+}
+
+/** Public and authenticated calls through the gateway, one without a token, and a burst past the anonymous limit. */
+async function throughGateway(userId: string) {
+  const transport = createConnectTransport({ baseUrl: platform.gateway ?? "", httpVersion: "1.1" });
+  const token = await mintToken({ sub: userId, secret: TEST_JWT_SECRET });
+  const auth = { headers: { authorization: `Bearer ${token}` } };
+  const rates = createClient(RateService, transport);
+  const accounts = createClient(AccountService, transport);
+  const swallow = () => undefined;
+  await rates.getRate({ base: "BTC", quote: "EUR" });
+  await accounts.getBalances({ userId }, auth);
+  await accounts.getBalances({ userId }).catch(swallow);
+  await Promise.all(Array.from({ length: 12 }, () => rates.listCurrencies({}).catch(swallow)));
 }
 
 /** A short burst of realistic traffic, with some refusals so error series exist too. */
@@ -95,6 +112,7 @@ async function load(rateCanary: string) {
         await client.getRate({ base: "BTC", quote: "NOPE" }).catch(swallow);
         await client.getRates({ base: "ETH", quotes: ["USD", "EUR"] });
       }
+      await throughGateway(userId);
       const watch = new AbortController();
       const stream = rates.client.watchRates(
         { base: "BTC", quotes: ["USD"] },
@@ -110,7 +128,11 @@ async function load(rateCanary: string) {
 
 beforeAll(async () => {
   if (!havePrometheus) return;
-  platform = await startPlatform();
+  // A small anonymous allowance, so the burst in the load is partly refused.
+  platform = await startPlatform({
+    gateway: true,
+    env: { RATE_LIMIT_PER_SECOND: "5", RATE_LIMIT_BURST: "10" },
+  });
   // A second rate replica labelled canary, so the canary rules and dashboard have both sides.
   const canary = spawnRunnable("services/rate/src/main.ts", {
     PORT: "0",
