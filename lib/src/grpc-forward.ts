@@ -97,6 +97,13 @@ export function connectErrorFromStatus(status: grpc.StatusObject): ConnectError 
   return error;
 }
 
+/** A call our own signal cancelled ends with the signal's reason (a deadline, a shutdown). */
+function cancelledByUs(signal: AbortSignal, status: grpc.StatusObject): ConnectError | undefined {
+  return signal.aborted && status.code === grpc.status.CANCELLED
+    ? ConnectError.from(signal.reason, Code.Canceled)
+    : undefined;
+}
+
 export function createForwarder(address: string, options: ForwarderOptions): Forwarder {
   const channel = new grpc.Client(address, grpc.credentials.createInsecure(), {
     "grpc.service_config": serviceConfig(options.methods),
@@ -142,11 +149,8 @@ export function createForwarder(address: string, options: ForwarderOptions): For
               err ? err.code : grpc.status.OK,
               (performance.now() - startedAt) / 1000,
             );
-            if (!err) resolve(response as Buffer);
-            // Cancelled by our own signal: report why it fired (e.g. the caller's deadline).
-            else if (o.signal.aborted && err.code === grpc.status.CANCELLED) {
-              reject(ConnectError.from(o.signal.reason, Code.Canceled));
-            } else reject(connectErrorFromStatus(err));
+            if (err) reject(cancelledByUs(o.signal, err) ?? connectErrorFromStatus(err));
+            else resolve(response as Buffer);
           },
         );
         const cancel = () => call.cancel();
@@ -173,7 +177,7 @@ export function createForwarder(address: string, options: ForwarderOptions): For
       } catch (err) {
         const status = err as grpc.ServiceError;
         code = status.code;
-        throw connectErrorFromStatus(status);
+        throw cancelledByUs(o.signal, status) ?? connectErrorFromStatus(status);
       } finally {
         o.signal.removeEventListener("abort", cancel);
         // Ends the call when the consumer stops early; a no-op after a normal end.
