@@ -209,12 +209,15 @@ export function createGrpcFastPath(deps: FastPathDeps) {
     stream.once("close", () => {
       if (!finished) controller.abort(new ConnectError("the client cancelled", Code.Canceled));
     });
+    // Read from the start: an http2 stream that ends before anyone listens never says "end".
+    const received = readBody(stream, maxMessageBytes);
+    received.catch(() => {});
     try {
       const header = webHeaders(headers);
       const identity = await admission.admit(method, access, header, peer);
       const timeout = parseTimeout(header.get("grpc-timeout"), Number.MAX_SAFE_INTEGER);
       if (timeout.error) throw timeout.error;
-      const body = unwrap(await readBody(stream, maxMessageBytes));
+      const body = unwrap(await received);
       bodyRead = true;
       const request = parse(method, body);
       const call: ForwardCall = {

@@ -88,6 +88,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
       headersTimeout: options.headersTimeoutMs,
       requestTimeout: options.requestTimeoutMs,
       keepAliveTimeout: options.idleTimeoutMs,
+      // How often those two are checked (30 s by default, too coarse for short limits).
+      connectionsCheckingInterval: Math.min(1_000, options.headersTimeoutMs),
     },
     onRequest,
   );

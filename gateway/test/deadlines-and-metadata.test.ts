@@ -1,0 +1,119 @@
+import { randomUUID } from "node:crypto";
+import { UserService } from "@coinmesh/proto/user/v1/user_pb";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { bearer, outcome, type Protocol, token } from "./harness.ts";
+import { SLOW_ID, startProbe } from "./probe.ts";
+
+const DEFAULT_TIMEOUT_MS = 4_000;
+const MAX_TIMEOUT_MS = 6_000;
+let probe: Awaited<ReturnType<typeof startProbe>>;
+let owner: string;
+let ownerHeaders: Record<string, string>;
+
+beforeAll(async () => {
+  probe = await startProbe({
+    DEFAULT_TIMEOUT_MS: String(DEFAULT_TIMEOUT_MS),
+    MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
+  });
+  owner = randomUUID();
+  ownerHeaders = bearer(await token(owner));
+});
+
+afterAll(async () => {
+  await probe?.stop();
+});
+
+/** How long the backend was given, from the deadline it saw. */
+const budget = () => {
+  const call = probe.last();
+  return (call.deadline ?? Number.POSITIVE_INFINITY) - call.receivedAt;
+};
+
+describe.each(["connect-json-h1", "grpc-web-h1", "grpc", "grpc-gzip"] as Protocol[])(
+  "deadlines over %s",
+  (protocol) => {
+    const users = () => probe.gateway.client(UserService, protocol);
+
+    it("passes the client's timeout on", async () => {
+      await users().getUser({ id: owner }, { headers: ownerHeaders, timeoutMs: 1_500 });
+      expect(budget()).toBeGreaterThan(1_000);
+      expect(budget()).toBeLessThanOrEqual(1_500);
+    });
+
+    it("applies the default when the client sets none", async () => {
+      await users().getUser({ id: owner }, { headers: ownerHeaders });
+      expect(budget()).toBeGreaterThan(DEFAULT_TIMEOUT_MS - 1_000);
+      expect(budget()).toBeLessThanOrEqual(DEFAULT_TIMEOUT_MS);
+    });
+
+    it("caps a longer timeout at the maximum instead of refusing it", async () => {
+      await users().getUser({ id: owner }, { headers: ownerHeaders, timeoutMs: 60_000 });
+      expect(budget()).toBeGreaterThan(MAX_TIMEOUT_MS - 1_000);
+      expect(budget()).toBeLessThanOrEqual(MAX_TIMEOUT_MS);
+    });
+
+    it("ends a call that outlives its timeout with DEADLINE_EXCEEDED", async () => {
+      const slow = users().getUser(
+        { id: SLOW_ID },
+        { headers: bearer(await token(SLOW_ID)), timeoutMs: 300 },
+      );
+      expect(await outcome(slow)).toBe("DeadlineExceeded");
+    });
+  },
+);
+
+describe.each(["connect-binary-h2", "grpc"] as Protocol[])("metadata over %s", (protocol) => {
+  const users = () => probe.gateway.client(UserService, protocol);
+
+  it("tells the backend the verified subject, and only that", async () => {
+    await users().getUser(
+      { id: owner },
+      { headers: { ...ownerHeaders, "x-auth-subject": randomUUID(), "x-auth-admin": "true" } },
+    );
+    expect(probe.last()).toMatchObject({ subject: owner, admin: false });
+  });
+
+  it("marks admins", async () => {
+    const admin = randomUUID();
+    await users().listUsers({}, { headers: bearer(await token(admin, { admin: true })) });
+    expect(probe.last()).toMatchObject({ subject: admin, admin: true });
+  });
+
+  it("drops a client's x-auth-* headers on public calls", async () => {
+    await users().createUser(
+      { email: "a@example.com", displayName: "A" },
+      { headers: { "x-auth-subject": owner, "x-auth-admin": "true" } },
+    );
+    expect(probe.last()).toMatchObject({ subject: undefined, admin: false });
+  });
+
+  it("forwards trace context and the request id", async () => {
+    const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    await users().getUser(
+      { id: owner },
+      {
+        headers: {
+          ...ownerHeaders,
+          traceparent,
+          tracestate: "vendor=x",
+          "x-request-id": "req-123",
+        },
+      },
+    );
+    expect(probe.last().requestId).toBe("req-123");
+    expect(probe.last().propagate).toMatchObject({ traceparent, tracestate: "vendor=x" });
+  });
+
+  it("generates a request id and a traceparent when the client sends none", async () => {
+    await users().getUser({ id: owner }, { headers: ownerHeaders });
+    const first = probe.last();
+    await users().getUser({ id: owner }, { headers: { ...ownerHeaders, traceparent: "garbage" } });
+    const second = probe.last();
+    for (const call of [first, second]) {
+      expect(call.requestId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(call.propagate.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    }
+    expect(second.requestId).not.toBe(first.requestId);
+    expect(second.propagate.traceparent).not.toBe(first.propagate.traceparent);
+  });
+});

@@ -1,0 +1,206 @@
+import { once } from "node:events";
+import http2 from "node:http2";
+import net from "node:net";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { CreateUserRequestSchema, UserService } from "@coinmesh/proto/user/v1/user_pb";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startProbe } from "./probe.ts";
+
+const MAX = 64 * 1024;
+let probe: Awaited<ReturnType<typeof startProbe>>;
+let url: string;
+
+beforeAll(async () => {
+  probe = await startProbe({ MAX_MESSAGE_BYTES: String(MAX) });
+  url = probe.gateway.url;
+});
+
+afterAll(async () => {
+  await probe?.stop();
+});
+
+const CREATE_USER = "/coinmesh.user.v1.UserService/CreateUser";
+const valid = Buffer.from(
+  toBinary(
+    CreateUserRequestSchema,
+    create(CreateUserRequestSchema, { email: "a@example.com", displayName: "A" }),
+  ),
+);
+const frame = (message: Buffer, flags = 0, declared = message.length) => {
+  const head = Buffer.alloc(5);
+  head[0] = flags;
+  head.writeUInt32BE(declared, 1);
+  return Buffer.concat([head, message]);
+};
+
+/** One raw gRPC call over a fresh HTTP/2 connection; the status from trailers or headers. */
+async function rawGrpc(body: Buffer | Buffer[], headers: Record<string, string> = {}) {
+  const session = http2.connect(url);
+  session.on("error", () => {});
+  try {
+    const req = session.request({
+      ":method": "POST",
+      ":path": CREATE_USER,
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...headers,
+    });
+    req.on("error", () => {});
+    const result = new Promise<{ status?: string; message?: string }>((resolve) => {
+      // A status ends the call for the client, even while the server reads no more of the body.
+      const take = (h: http2.IncomingHttpHeaders) => {
+        if (h["grpc-status"] === undefined) return;
+        resolve({ status: String(h["grpc-status"]), message: String(h["grpc-message"] ?? "") });
+        req.close();
+      };
+      req.on("response", take);
+      req.on("trailers", take);
+      req.on("close", () => resolve({}));
+      req.resume();
+    });
+    for (const chunk of Array.isArray(body) ? body : [body]) {
+      if (req.destroyed) break;
+      req.write(chunk);
+    }
+    if (!req.destroyed) req.end();
+    return await result;
+  } finally {
+    session.close();
+  }
+}
+
+// The same bodies through the gRPC fast path and through connect-node's gRPC handler (a request
+// that declares gzip is left to connect-node; uncompressed messages are still allowed there).
+describe.each([
+  ["the gRPC fast path", {}],
+  ["connect-node's gRPC handler", { "grpc-encoding": "gzip" }],
+])("gRPC through %s", (_path, extra: Record<string, string>) => {
+  it.each([
+    ["a valid call", "0", frame(valid)],
+    ["an empty body", "12", Buffer.alloc(0)],
+    ["an incomplete envelope", "3", Buffer.from([0, 0, 0])],
+    ["a truncated message", "3", frame(valid.subarray(0, 5), 0, valid.length)],
+    ["two messages for a unary RPC", "12", Buffer.concat([frame(valid), frame(valid)])],
+    ["bytes that are not protobuf", "13", frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]))],
+  ])("answers %s with status %s", async (_name, status, body) => {
+    expect((await rawGrpc(body, extra)).status).toBe(status);
+  });
+
+  it("refuses a compressed flag it cannot honour", async () => {
+    // No encoding declared: INTERNAL, as connect-node says; gzip declared but not gzip: INVALID_ARGUMENT.
+    const want = extra["grpc-encoding"] ? "3" : "13";
+    expect((await rawGrpc(frame(valid, 1), extra)).status).toBe(want);
+  });
+
+  it("refuses a message over MAX_MESSAGE_BYTES with RESOURCE_EXHAUSTED without reading it all", async () => {
+    const big = Buffer.alloc(4 * MAX, 1);
+    const chunks = [
+      frame(big).subarray(0, 5),
+      ...Array.from({ length: 16 }, (_, i) =>
+        big.subarray(i * (big.length / 16), (i + 1) * (big.length / 16)),
+      ),
+    ];
+    expect((await rawGrpc(chunks, extra)).status).toBe("8");
+  });
+
+  it("refuses a malformed grpc-timeout with INVALID_ARGUMENT", async () => {
+    expect((await rawGrpc(frame(valid), { ...extra, "grpc-timeout": "soon" })).status).toBe("3");
+  });
+});
+
+describe("Connect over HTTP/1.1", () => {
+  const post = (body: string | Buffer, headers: Record<string, string>, path = CREATE_USER) =>
+    fetch(`${url}${path}`, { method: "POST", body, headers });
+  const codeOf = async (res: Response) => ((await res.json()) as { code: string }).code;
+
+  it("answers JSON that does not parse with invalid_argument", async () => {
+    const res = await post("{not json", { "content-type": "application/json" });
+    expect(res.status).toBe(400);
+    expect(await codeOf(res)).toBe("invalid_argument");
+  });
+
+  it("answers JSON of the wrong shape with invalid_argument", async () => {
+    const res = await post('{"email": 5}', { "content-type": "application/json" });
+    expect(await codeOf(res)).toBe("invalid_argument");
+  });
+
+  it("refuses an unknown content type with 415", async () => {
+    const res = await post("hello", { "content-type": "text/plain" });
+    expect(res.status).toBe(415);
+  });
+
+  it("answers protobuf that does not parse with internal", async () => {
+    const res = await post(Buffer.from([0xff, 0xff, 0xff]), {
+      "content-type": "application/proto",
+    });
+    expect(await codeOf(res)).toBe("internal");
+  });
+
+  it("refuses a body over MAX_MESSAGE_BYTES with resource_exhausted", async () => {
+    const email = "x".repeat(2 * MAX);
+    const res = await post(JSON.stringify({ email }), { "content-type": "application/json" });
+    expect(res.status).toBe(429);
+    expect(await codeOf(res)).toBe("resource_exhausted");
+  });
+
+  it("refuses a malformed timeout with invalid_argument", async () => {
+    const res = await post("{}", {
+      "content-type": "application/json",
+      "connect-timeout-ms": "-5",
+    });
+    expect(await codeOf(res)).toBe("invalid_argument");
+  });
+
+  it("answers a GET whose message does not parse with invalid_argument", async () => {
+    const res = await fetch(
+      `${url}/coinmesh.rate.v1.RateService/GetRate?encoding=json&message=%7B`,
+    );
+    expect(await codeOf(res)).toBe("invalid_argument");
+  });
+
+  it("answers an unknown path with 404", async () => {
+    const res = await post("{}", { "content-type": "application/json" }, "/no.such.Service/Nope");
+    expect(res.status).toBe(404);
+  });
+
+  it("refuses a gRPC-web frame that is cut short", async () => {
+    const res = await post(frame(valid.subarray(0, 4), 0, valid.length), {
+      "content-type": "application/grpc-web+proto",
+    });
+    expect(res.headers.get("grpc-status") ?? (await res.text())).toMatch(/3|grpc-status:3/);
+  });
+});
+
+describe("garbage on the socket", () => {
+  async function send(bytes: Buffer) {
+    const socket = net.connect(probe.gateway.port, "127.0.0.1");
+    socket.on("error", () => {});
+    await once(socket, "connect");
+    socket.write(bytes);
+    const chunks: Buffer[] = [];
+    socket.on("data", (c) => chunks.push(c));
+    await once(socket, "close");
+    return Buffer.concat(chunks).toString("latin1");
+  }
+
+  it("closes a connection that speaks no HTTP", async () => {
+    expect(await send(Buffer.from("HELLO THERE\r\n\r\n"))).toMatch(/^HTTP\/1.1 400|^$/);
+    await send(Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff, 0x01, 0x00]));
+  });
+
+  it("closes an HTTP/2 connection whose frames are nonsense", async () => {
+    await send(
+      Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Buffer.alloc(64, 0xff)]),
+    );
+  });
+});
+
+it("still serves valid calls after all of that", async () => {
+  const users = probe.gateway.client(UserService, "grpc");
+  const res = await users.createUser({ email: "after@example.com", displayName: "After" });
+  expect(res.user?.id).toBe("after@example.com");
+  const h1 = probe.gateway.client(UserService, "connect-json-h1");
+  expect((await h1.createUser({ email: "b@example.com", displayName: "B" })).user?.id).toBe(
+    "b@example.com",
+  );
+});
