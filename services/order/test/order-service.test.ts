@@ -35,18 +35,8 @@ afterEach(() => {
   stack.rate.prices.set("BTC/USD", "64000.5");
 });
 
-async function balancesOf(userId: string) {
-  const { balances } = await accounts.getBalances({ userId });
-  return Object.fromEntries(balances.map((b) => [b.currency, b.amount]));
-}
-
-async function funded(amounts: Record<string, string>) {
-  const userId = await stack.createUser();
-  for (const [currency, amount] of Object.entries(amounts)) {
-    await accounts.deposit({ userId, currency, amount, idempotencyKey: newKey() });
-  }
-  return userId;
-}
+const balancesOf = (userId: string) => stack.balancesOf(userId);
+const funded = (amounts: Record<string, string>) => stack.funded(amounts);
 
 const buyBtc = (userId: string, quantity: string, extra: { limitPrice?: string } = {}) => ({
   userId,

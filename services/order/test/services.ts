@@ -12,6 +12,7 @@ import {
   ErrorInfoSchema,
   PreconditionFailureSchema,
 } from "@coinmesh/proto/google/rpc/error_details_pb";
+import { AccountService } from "@coinmesh/proto/order/v1/account_pb";
 import { CurrencyType, RateService, RateSource } from "@coinmesh/proto/rate/v1/rate_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -178,11 +179,27 @@ export async function startStack(options: Partial<OrderServiceOptions> = {}) {
     rateAddress: rateServer.address,
     ...options,
   });
+  const accounts = order.connectClient(AccountService);
+  let deposits = 0;
   return {
     db,
     rate: rate.state,
     order,
     createUser: userService.createUser,
+    /** A new user holding these amounts. */
+    async funded(amounts: Record<string, string>): Promise<string> {
+      const userId = await userService.createUser();
+      for (const [currency, amount] of Object.entries(amounts)) {
+        const idempotencyKey = `funding-${++deposits}`;
+        await accounts.deposit({ userId, currency, amount, idempotencyKey });
+      }
+      return userId;
+    },
+    /** A user's balances as { currency: amount }. */
+    async balancesOf(userId: string): Promise<Record<string, string>> {
+      const { balances } = await accounts.getBalances({ userId });
+      return Object.fromEntries(balances.map((b) => [b.currency, b.amount]));
+    },
     async stop() {
       await order.stop();
       await Promise.all([rateServer.stop(), userService.stop(), db.drop()]);
