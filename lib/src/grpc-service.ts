@@ -239,10 +239,10 @@ function streamCall(
     } catch (err) {
       const error = toServiceError(ctx.signal.aborted ? ctx.signal.reason : err);
       code = error.code;
-      if (!call.cancelled) {
-        if (!ctx.signal.aborted) reportFailure(ctx, err);
-        call.emit("error", error);
-      }
+      if (!call.cancelled && !ctx.signal.aborted) reportFailure(ctx, err);
+      // Also on a cancelled call: nothing reaches the gone client, but the call (and the
+      // tracing span that watches it) learns that it ended.
+      call.emit("error", error);
     } finally {
       finished = true;
       shutdownSignal?.removeEventListener("abort", onShutdown);

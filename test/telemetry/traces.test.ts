@@ -1,10 +1,14 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { createServiceClient } from "@coinmesh/lib/grpc-client";
 import { OrderService, Side } from "@coinmesh/proto/order/v1/order_pb";
+import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
+import { createClient, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mintToken } from "../../gateway/src/token.ts";
 import { startOtlpReceiver } from "../support/otlp-receiver.ts";
-import { type Platform, startPlatform } from "../support/platform.ts";
+import { type Platform, startPlatform, TEST_JWT_SECRET } from "../support/platform.ts";
 
 const SERVER = 2;
 const CLIENT = 3;
@@ -15,6 +19,7 @@ let platform: Platform;
 beforeAll(async () => {
   receiver = await startOtlpReceiver();
   platform = await startPlatform({
+    gateway: true,
     env: {
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
       OTEL_TRACES_SAMPLER_ARG: "1",
@@ -28,6 +33,9 @@ afterAll(async () => {
   await receiver?.close();
 });
 
+const connect = (): Transport =>
+  createConnectTransport({ baseUrl: platform.gateway ?? "", httpVersion: "1.1" });
+
 function traceparent() {
   const traceId = randomBytes(16).toString("hex");
   const parentId = randomBytes(8).toString("hex");
@@ -37,14 +45,16 @@ function traceparent() {
 describe("tracing", () => {
   it("follows one PlaceOrder through order, user, rate and Postgres as a single trace", async () => {
     const users = createServiceClient(UserService, platform.user);
-    const orders = createServiceClient(OrderService, platform.order);
     const { user } = await users.client.createUser({
       email: `trace-${randomUUID()}@example.com`,
       displayName: "Trace",
     });
+    users.close();
+    const token = await mintToken({ sub: user?.id ?? "", secret: TEST_JWT_SECRET });
+    const orders = createClient(OrderService, connect());
     const trace = traceparent();
     // A new user has no funds: the order is refused, after every hop has been made.
-    await orders.client
+    await orders
       .placeOrder(
         {
           userId: user?.id,
@@ -54,11 +64,12 @@ describe("tracing", () => {
           quantity: "0.01",
           idempotencyKey: randomUUID(),
         },
-        { metadata: { traceparent: trace.header } },
+        { headers: { traceparent: trace.header, authorization: `Bearer ${token}` } },
       )
-      .catch((err: { kind: string }) => expect(err.kind).toBe("failed_precondition"));
-    users.close();
-    orders.close();
+      .then(
+        () => expect.fail("a user without funds cannot buy"),
+        (err: { code: number }) => expect(err.code).toBe(9),
+      );
 
     const inTrace = () => receiver.spans.filter((s) => s.traceId === trace.traceId);
     const named = (service: string, name: string, kind: number) =>
@@ -71,9 +82,17 @@ describe("tracing", () => {
       ),
     );
 
-    const orderServer = named("order", "grpc.coinmesh.order.v1.OrderService/PlaceOrder", SERVER);
-    expect(orderServer?.parentSpanId).toBe(trace.parentId);
+    await receiver.waitFor(() =>
+      Boolean(named("gateway", "coinmesh.order.v1.OrderService/PlaceOrder", SERVER)),
+    );
     const byId = new Map(inTrace().map((s) => [s.spanId, s]));
+    // The gateway continues the caller's trace; its outbound call is the parent of order's span.
+    const edge = named("gateway", "coinmesh.order.v1.OrderService/PlaceOrder", SERVER);
+    expect(edge?.parentSpanId).toBe(trace.parentId);
+    const orderServer = named("order", "grpc.coinmesh.order.v1.OrderService/PlaceOrder", SERVER);
+    const forwarded = orderServer?.parentSpanId ? byId.get(orderServer.parentSpanId) : undefined;
+    expect(forwarded).toMatchObject({ service: "gateway", kind: CLIENT });
+    expect(forwarded?.parentSpanId).toBe(edge?.spanId);
     const ancestors = (spanId: string | undefined): string[] => {
       const chain: string[] = [];
       for (
@@ -104,5 +123,36 @@ describe("tracing", () => {
       expect(ancestors(query.spanId)).toContain(orderServer?.spanId);
     }
     expect(orderServer?.attributes["rpc.grpc.status_code"]).toBe(9); // FAILED_PRECONDITION
+  });
+
+  it("traces a WatchRates stream through the gateway over gRPC to the rate service", async () => {
+    const rates = createClient(
+      RateService,
+      createGrpcTransport({ baseUrl: platform.gateway ?? "" }),
+    );
+    const trace = traceparent();
+    const abort = new AbortController();
+    const stream = rates.watchRates(
+      { base: "BTC", quotes: ["USD", "EUR"] },
+      { headers: { traceparent: trace.header }, signal: abort.signal },
+    );
+    for await (const message of stream) {
+      expect(message.rates.map((r) => r.quote)).toEqual(["USD", "EUR"]);
+      break;
+    }
+    abort.abort();
+    const inTrace = () => receiver.spans.filter((s) => s.traceId === trace.traceId);
+    const find = (service: string, kind: number) =>
+      inTrace().find(
+        (s) =>
+          s.service === service && s.kind === kind && s.name.endsWith("RateService/WatchRates"),
+      );
+    await receiver.waitFor(() => Boolean(find("gateway", SERVER) && find("rate", SERVER)));
+    const edge = find("gateway", SERVER);
+    expect(edge?.parentSpanId).toBe(trace.parentId);
+    const rateServer = find("rate", SERVER);
+    const forwarded = inTrace().find((s) => s.spanId === rateServer?.parentSpanId);
+    expect(forwarded).toMatchObject({ service: "gateway", kind: CLIENT });
+    expect(forwarded?.parentSpanId).toBe(edge?.spanId);
   });
 });
