@@ -109,7 +109,16 @@ function first(metadata: grpc.Metadata, key: string): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
 
-const PROPAGATED = [REQUEST_ID_HEADER, SUBJECT_HEADER, ADMIN_HEADER, "traceparent", "tracestate"];
+// Passed on to the calls a handler makes: request id, identity, trace context, and the canary
+// pin, so `x-canary: always` reaches the canary of every hop behind the gateway.
+const PROPAGATED = [
+  REQUEST_ID_HEADER,
+  SUBJECT_HEADER,
+  ADMIN_HEADER,
+  "traceparent",
+  "tracestate",
+  "x-canary",
+];
 
 /**
  * The per-call context. It is built on every call, so everything a handler may not need (the

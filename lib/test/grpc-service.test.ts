@@ -1,0 +1,105 @@
+import { serve } from "@coinmesh/lib/grpc-server";
+import { startTestServer, type TestServer } from "@coinmesh/lib/testing";
+import { BadRequestSchema } from "@coinmesh/proto/google/rpc/error_details_pb";
+import { UserService } from "@coinmesh/proto/user/v1/user_pb";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import type { CallContext } from "../src/call-context.ts";
+import { AppError, createViolations } from "../src/errors.ts";
+
+// UserService stands in for any service: GetUser's `id` picks what the handler does.
+let seen: CallContext | undefined;
+const unused = async (): Promise<never> => {
+  throw new AppError("internal", "not part of this test");
+};
+let server: TestServer;
+
+beforeAll(async () => {
+  server = await startTestServer([
+    serve(UserService, {
+      async getUser(req, ctx) {
+        seen = ctx;
+        if (req.id === "boom") throw new Error("secret database password in the message");
+        if (req.id === "invalid") {
+          const violations = createViolations();
+          violations.add("service", "is not allowed");
+          violations.add("other", "is missing");
+          violations.throwIfAny();
+        }
+        if (req.id === "missing") throw new AppError("not_found", "no such thing");
+        return { user: { id: req.id } };
+      },
+      createUser: unused,
+      listUsers: unused,
+      updateUser: unused,
+    }),
+  ]);
+});
+
+afterAll(() => server?.stop());
+
+async function failure(service: string) {
+  try {
+    await server.connectClient(UserService).getUser({ id: service });
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("expected a failure");
+}
+
+describe("the grpc-js binding", () => {
+  it("passes identity, request id, trace context and the canary pin on to downstream calls", async () => {
+    await server.connectClient(UserService).getUser(
+      { id: "u" },
+      {
+        headers: {
+          "x-request-id": "req-42",
+          "x-auth-subject": "user-1",
+          "x-auth-admin": "true",
+          "x-canary": "always",
+          traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+          "x-unrelated": "stays here",
+        },
+      },
+    );
+    expect(seen?.subject).toBe("user-1");
+    expect(seen?.admin).toBe(true);
+    expect(seen?.requestId).toBe("req-42");
+    expect(seen?.propagate).toEqual({
+      "x-request-id": "req-42",
+      "x-auth-subject": "user-1",
+      "x-auth-admin": "true",
+      "x-canary": "always",
+      traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    });
+  });
+
+  it("gives a call without a request id one of its own", async () => {
+    await server.grpcClient(UserService).getUser({ id: "u" });
+    expect(seen?.requestId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(seen?.propagate["x-request-id"]).toBe(seen?.requestId);
+  });
+
+  it("hides unexpected errors behind INTERNAL", async () => {
+    const err = await failure("boom");
+    expect(err.code).toBe(Code.Internal);
+    expect(err.rawMessage).toBe("internal error");
+  });
+
+  it("reports every field violation in google.rpc.BadRequest", async () => {
+    const err = await failure("invalid");
+    expect(err.code).toBe(Code.InvalidArgument);
+    const fields = err.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
+    expect(fields.map((f) => [f.field, f.description])).toEqual([
+      ["service", "is not allowed"],
+      ["other", "is missing"],
+    ]);
+  });
+
+  it("maps an AppError kind to its code with its message", async () => {
+    const err = await failure("missing");
+    expect(err.code).toBe(Code.NotFound);
+    expect(err.rawMessage).toBe("no such thing");
+  });
+});
