@@ -37,8 +37,12 @@ export function createPool(url: string, log: Logger, options: PoolOptions = {}):
   return pool;
 }
 
-/** Runs fn inside BEGIN/COMMIT on one client; rolls back on any error and rethrows it. */
-export async function withTransaction<T>(
+/**
+ * Runs fn on one checked-out client. If fn fails, any transaction it left open is rolled back;
+ * a client that reported an error (node-postgres does not route those to the pool) is
+ * destroyed instead of returned to the pool.
+ */
+export async function withClient<T>(
   pool: pg.Pool,
   fn: (client: pg.PoolClient) => Promise<T>,
 ): Promise<T> {
@@ -49,10 +53,7 @@ export async function withTransaction<T>(
   };
   client.on("error", onError);
   try {
-    await client.query("BEGIN");
-    const result = await fn(client);
-    await client.query("COMMIT");
-    return result;
+    return await fn(client);
   } catch (err) {
     await client.query("ROLLBACK").catch((rollbackError: Error) => {
       broken ??= rollbackError;
@@ -62,6 +63,19 @@ export async function withTransaction<T>(
     client.off("error", onError);
     client.release(broken);
   }
+}
+
+/** Runs fn inside BEGIN/COMMIT on one client; rolls back on any error and rethrows it. */
+export function withTransaction<T>(
+  pool: pg.Pool,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  return withClient(pool, async (client) => {
+    await client.query("BEGIN");
+    const result = await fn(client);
+    await client.query("COMMIT");
+    return result;
+  });
 }
 
 /** The SQLSTATE of a Postgres error, if it is one. */

@@ -1,4 +1,4 @@
-import type { Pool, PoolClient } from "@coinmesh/lib/postgres";
+import { type Pool, type PoolClient, withClient } from "@coinmesh/lib/postgres";
 import type { QueryConfig, QueryResult } from "pg";
 import { Decimal } from "./amounts.ts";
 import { type Posting, userOfAccount } from "./journal.ts";
@@ -137,26 +137,6 @@ async function readResult(db: PoolClient | Pool, userId: string, key: string) {
  * checked-out client reach no pool listener (and would crash the process), so one is attached
  * here, and a client whose connection failed is discarded instead of returned to the pool.
  */
-async function withClient<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  const onError = (err: Error) => {
-    broken = err;
-  };
-  client.on("error", onError);
-  try {
-    return await fn(client);
-  } catch (err) {
-    await client.query("ROLLBACK").catch((rollbackError: Error) => {
-      broken ??= rollbackError;
-    });
-    throw err;
-  } finally {
-    client.off("error", onError);
-    client.release(broken);
-  }
-}
-
 /** Runs fn in a transaction that is always rolled back. */
 function withRollback<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
   return withClient(pool, async (client) => {
