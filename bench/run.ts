@@ -20,11 +20,18 @@ export async function runScenarios(
   const reports: ScenarioReport[] = [];
   for (const scenario of scenarios) {
     const startedAt = performance.now();
+    const loadBefore = loadavg()[0] ?? 0;
+    const load = (): [number, number] => [loadBefore, loadavg()[0] ?? 0];
     ctx.progress.log(`${scenario.name}: ${scenario.title} (~${scenario.expectedS} s)`);
     const base = { name: scenario.name, title: scenario.title };
     try {
       const outcome = await scenario.run({ ...ctx, completed: [...reports] });
-      reports.push({ ...base, ...outcome, seconds: (performance.now() - startedAt) / 1000 });
+      reports.push({
+        ...base,
+        ...outcome,
+        seconds: (performance.now() - startedAt) / 1000,
+        load: load(),
+      });
     } catch (err) {
       ctx.progress.log(`${scenario.name} failed: ${(err as Error).stack ?? err}`);
       ctx.progress.log(`last lines of each process:\n${ctx.platform.tails()}`);
@@ -35,6 +42,7 @@ export async function runScenarios(
         notes: [],
         error: (err as Error).message.split("\n")[0],
         seconds: (performance.now() - startedAt) / 1000,
+        load: load(),
       });
     }
   }

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { RunResult } from "./drive.ts";
 import { createLatencyHistogram, summarize } from "./histogram.ts";
+import { createUsageMeter } from "./proc-stats.ts";
 
 interface Timed {
   output: string;
@@ -53,6 +54,8 @@ export interface PgbenchOptions {
   threads: number;
   warmupS: number;
   durationS: number;
+  /** Processes whose CPU and peak RSS are measured over the measured run. */
+  processes?: Record<string, number>;
 }
 
 /**
@@ -77,11 +80,14 @@ export async function runPgbench(options: PgbenchOptions): Promise<RunResult> {
   }
   const dir = await mkdtemp(join(tmpdir(), "coinmesh-pgbench-"));
   try {
+    const meter = createUsageMeter(options.processes ?? {});
+    meter.start();
     const run = await timedCommand(
       "pgbench",
       [...common, "-T", String(options.durationS), "-l", "--log-prefix=tx", options.url],
       dir,
     );
+    const usage = meter.stop();
     const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(run.output)?.[1]);
     const failed = Number(/number of failed transactions: (\d+)/.exec(run.output)?.[1] ?? 0);
     if (!Number.isFinite(tps)) throw new Error(`unexpected pgbench output:\n${run.output}`);
@@ -103,6 +109,7 @@ export async function runPgbench(options: PgbenchOptions): Promise<RunResult> {
       statuses: { committed: transactions, failed },
       latency: summarize(histogram),
       usage: {
+        ...usage,
         generator: {
           cpuSeconds: run.cpuSeconds,
           cpuCores: run.cpuSeconds / options.durationS,

@@ -46,6 +46,17 @@ export function resetPeakRss(pid: number): boolean {
   }
 }
 
+/** Busy CPU time of the whole machine (every process, ours or not), in seconds. */
+export function machineBusySeconds(): number {
+  const [, ...fields] = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "")
+    .trim()
+    .split(/\s+/);
+  // user nice system idle iowait irq softirq steal ...: all but idle and iowait is busy.
+  const ticks = fields.slice(0, 8).map(Number);
+  const total = ticks.reduce((a, b) => a + b, 0);
+  return (total - (ticks[3] ?? 0) - (ticks[4] ?? 0)) / clockTicks;
+}
+
 export interface ProcessUsage {
   /** Average cores used over the window (1 = one core fully busy). */
   cpuCores: number;
@@ -56,6 +67,7 @@ export interface ProcessUsage {
 /** CPU and peak RSS of named processes over a window: call start(), then stop(). */
 export function createUsageMeter(pids: Record<string, number>) {
   let before: Record<string, ProcSample | undefined> = {};
+  let machineBefore = { busy: 0, at: 0 };
   return {
     start() {
       before = {};
@@ -63,9 +75,14 @@ export function createUsageMeter(pids: Record<string, number>) {
         resetPeakRss(pid);
         before[name] = sampleProcess(pid);
       }
+      machineBefore = { busy: machineBusySeconds(), at: performance.now() };
     },
     stop(): Record<string, ProcessUsage> {
       const usage: Record<string, ProcessUsage> = {};
+      // Everything that ran, other people's work included: how much CPU the run really had.
+      const busy = machineBusySeconds() - machineBefore.busy;
+      const wall = (performance.now() - machineBefore.at) / 1000;
+      usage.machine = { cpuSeconds: busy, cpuCores: wall > 0 ? busy / wall : 0, peakRssMb: 0 };
       for (const [name, pid] of Object.entries(pids)) {
         const a = before[name];
         const b = sampleProcess(pid);

@@ -19,6 +19,7 @@ function runRow(run: RepeatedRun): string {
     .map(([name, u]) => `${name} ${fixed(u.cpuCores)}`)
     .join(", ");
   const rss = Object.entries(m.usage)
+    .filter(([name]) => name !== "machine")
     .map(([name, u]) => `${name} ${Math.round(u.peakRssMb)}`)
     .join(", ");
   const lag = m.sendLag ? ` (send lag p99 ${fixed(m.sendLag.p99)})` : "";
@@ -33,7 +34,8 @@ function targetRow(t: TargetCheck): string {
 }
 
 function scenarioSection(s: ScenarioReport): string {
-  const lines = [`### ${s.title} (\`${s.name}\`, ${Math.round(s.seconds)} s)`, ""];
+  const load = s.load ? `; load average ${s.load[0].toFixed(1)} → ${s.load[1].toFixed(1)}` : "";
+  const lines = [`### ${s.title} (\`${s.name}\`, ${Math.round(s.seconds)} s${load})`, ""];
   if (s.error) lines.push(`Did not complete: ${s.error}`, "");
   for (const note of s.notes) lines.push(`- ${note}`);
   if (s.notes.length) lines.push("");
@@ -69,7 +71,7 @@ export function renderMarkdown(report: BenchReport): string {
     "",
     "#### Runs",
     "",
-    "Latencies in ms. OK/s counts only calls answered with status OK (h2load: HTTP 2xx, cross-checked by the server's own per-code counters where noted). CPU in cores (1.00 = one core busy) over the measured window; `generator` is the load generator itself.",
+    "Latencies in ms. OK/s counts only calls answered with status OK (h2load: HTTP 2xx, cross-checked by the server's own per-code counters where noted). CPU in cores (1.00 = one core busy) over the measured window; `generator` is the load generator itself; `machine` is every process on the machine, so machine minus the others is what other people's work took from the run.",
     "",
     ...report.scenarios.map(scenarioSection),
   ];

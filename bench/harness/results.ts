@@ -36,6 +36,8 @@ export interface ScenarioReport {
   /** Set when the scenario could not run at all. */
   error?: string;
   seconds: number;
+  /** 1-minute load average at the start and the end of the scenario. */
+  load?: [number, number];
 }
 
 export interface MachineFacts {

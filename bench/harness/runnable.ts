@@ -24,16 +24,26 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
-/** A port nobody listens on right now (the OS picks it). */
+/**
+ * A port nobody listens on right now, below the kernel's ephemeral range (32768+ here): a port
+ * the OS picked from that range could be handed out again as the source port of an outgoing
+ * connection before the process under test binds it.
+ */
 export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  server.close();
-  await once(server, "close");
-  if (typeof address !== "object" || !address) throw new Error("no port");
-  return address.port;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const server = createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => resolve(true));
+    });
+    if (bound) {
+      server.close();
+      await once(server, "close");
+      return port;
+    }
+  }
+  throw new Error("no free port between 20000 and 32000");
 }
 
 export interface Runnable {
@@ -48,6 +58,8 @@ export interface Runnable {
   startMs: number;
   /** The last lines the process wrote, for error messages. */
   tail(): string;
+  /** Null while it runs. */
+  exitCode(): number | null;
   stop(): Promise<void>;
 }
 
@@ -140,6 +152,7 @@ export async function startRunnable(options: RunnableOptions): Promise<Runnable>
     address: `127.0.0.1:${port}`,
     startMs,
     tail,
+    exitCode: () => child.exitCode ?? (child.signalCode ? -1 : null),
     async stop() {
       if (child.exitCode !== null) return;
       child.kill("SIGTERM");

@@ -118,9 +118,16 @@ export async function withServerCodes(
   method: string,
   fn: () => Promise<RunResult>,
 ): Promise<RunResult> {
-  const before = await handledByCode(server.metricsPort, method);
+  const read = () =>
+    handledByCode(server.metricsPort, method).catch((err: unknown) => {
+      const exit = server.exitCode();
+      throw new Error(
+        `${server.name} metrics unreadable${exit === null ? "" : ` (process exited: ${exit})`}: ${(err as Error).message}\n${server.tail()}`,
+      );
+    });
+  const before = await read();
   const result = await fn();
-  const after = await handledByCode(server.metricsPort, method);
+  const after = await read();
   return { ...result, serverCodes: codesBetween(before, after) };
 }
 

@@ -1,3 +1,24 @@
+import { get } from "node:http";
+
+/**
+ * One request on a fresh connection: a pooled keep-alive connection may be closed by the server
+ * (5 s idle) just as the next reading, one run later, reuses it.
+ */
+function scrape(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get({ host: "127.0.0.1", port, path: "/metrics", agent: false }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        body += chunk;
+      });
+      res.on("end", () =>
+        res.statusCode === 200 ? resolve(body) : reject(new Error(`/metrics: ${res.statusCode}`)),
+      );
+    }).once("error", reject);
+  });
+}
+
 /**
  * The server's own count of finished calls per status code for one method, from its Prometheus
  * `grpc_server_handled_total`: the ground truth behind h2load's "HTTP 2xx", which a gRPC error
@@ -7,7 +28,7 @@ export async function handledByCode(
   metricsPort: number,
   method: string,
 ): Promise<Record<string, number>> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const text = await scrape(metricsPort);
   const counts: Record<string, number> = {};
   for (const line of text.split("\n")) {
     const sample = /^grpc_server_handled_total\{([^}]*)\}\s+(\S+)/.exec(line);
@@ -29,4 +50,21 @@ export function codesBetween(
     if (delta > 0) out[code] = delta;
   }
   return out;
+}
+
+/** Count and total seconds of the calls a process made to other services, per method. */
+export async function clientCallTotals(
+  metricsPort: number,
+): Promise<Record<string, { count: number; seconds: number }>> {
+  const totals: Record<string, { count: number; seconds: number }> = {};
+  for (const line of (await scrape(metricsPort)).split("\n")) {
+    const sample = /^grpc_client_handling_seconds_(sum|count)\{([^}]*)\}\s+(\S+)/.exec(line);
+    const method = sample && /grpc_method="(\w+)"/.exec(sample[2] ?? "")?.[1];
+    if (!sample || !method) continue;
+    const entry = totals[method] ?? { count: 0, seconds: 0 };
+    totals[method] = entry;
+    if (sample[1] === "sum") entry.seconds += Number(sample[3]);
+    else entry.count += Number(sample[3]);
+  }
+  return totals;
 }

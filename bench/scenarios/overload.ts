@@ -92,10 +92,10 @@ export const overloadScenario: Scenario = {
       ),
     );
     const okP99 = median(overloadRuns.map((r) => r.latencyByStatus?.OK?.p99 ?? Number.NaN));
-    const others = overloadRuns
-      .flatMap(failures)
-      .filter(([status]) => !REJECTIONS.includes(status))
-      .reduce<Record<string, number>>((acc, [s, n]) => ({ ...acc, [s]: (acc[s] ?? 0) + n }), {});
+    const others: Record<string, number> = {};
+    for (const [status, n] of overloadRuns.flatMap(failures)) {
+      if (!REJECTIONS.includes(status)) others[status] = (others[status] ?? 0) + n;
+    }
     return {
       runs: [
         repeated(`peak: closed loop, ${PEAK_CONCURRENCY} in flight`, peakRuns),

@@ -14,6 +14,7 @@ import {
   type Scenario,
   withServerCodes,
 } from "../harness/scenario.ts";
+import { clientCallTotals } from "../harness/server-codes.ts";
 import { encodeRequest } from "../harness/wire.ts";
 
 const benchDir = new URL("..", import.meta.url).pathname;
@@ -61,6 +62,7 @@ export const placeOrderScenario: Scenario = {
     const pgDb = await createTestDatabase(migrationsOf("order"));
     const pgbenchRuns = [];
     const orderRuns = [];
+    const callsBefore = await clientCallTotals(order.metricsPort);
     try {
       await psqlFile(pgDb.url, SETUP_SQL);
       for (let i = 0; i < ctx.repetitions; i++) {
@@ -76,6 +78,7 @@ export const placeOrderScenario: Scenario = {
             threads: 2,
             warmupS: ctx.warmupS,
             durationS: ctx.durationS,
+            processes: {},
           }).finally(stepDone),
         );
         const orderDone = ctx.progress.step(
@@ -101,6 +104,16 @@ export const placeOrderScenario: Scenario = {
     } finally {
       await pgDb.drop();
     }
+    const callsAfter = await clientCallTotals(order.metricsPort);
+    const outbound = Object.entries(callsAfter)
+      .map(([method, after]) => {
+        const count = after.count - (callsBefore[method]?.count ?? 0);
+        const seconds = after.seconds - (callsBefore[method]?.seconds ?? 0);
+        return count > 0
+          ? `${method} ${count} calls, mean ${((seconds / count) * 1000).toFixed(1)} ms`
+          : "";
+      })
+      .filter(Boolean);
     const ratio = pairedRatio(
       orderRuns.map((r) => r.throughput),
       pgbenchRuns.map((r) => r.throughput),
@@ -125,6 +138,7 @@ export const placeOrderScenario: Scenario = {
       notes: [
         `Market buys of 0.001 BTC for USD spread over ${USERS} funded users, each with its own idempotency key; pgbench runs bench/sql/place-order.sql (1,000 users from bench/sql/setup.sql) with -M prepared, -c ${CONCURRENCY} -j 2 on a database of its own on the same Postgres.`,
         "The service also checks the user (cached) and quotes the price from the rate service (a gRPC call per order); their CPU is in the table.",
+        `The order service's own calls to other services during the PlaceOrder runs (its grpc_client_handling_seconds): ${outbound.join("; ") || "none"}.`,
       ],
     };
   },

@@ -141,7 +141,7 @@ export const watchRatesScenario: Scenario = {
           ),
         ],
         notes: [
-          `One rate service process (RATES_TTL_SECONDS=1, own Redis database) and ${SUBSCRIBERS} WatchRates(BTC→USD) streams from ${WORKERS} grpc-js subscriber processes (${SUBSCRIBERS / WORKERS} streams on one HTTP/2 connection each).`,
+          `One rate service process (RATES_TTL_SECONDS=1, Redis key of its own) and ${SUBSCRIBERS} WatchRates(BTC→USD) streams from ${WORKERS} grpc-js subscriber processes (${SUBSCRIBERS / WORKERS} streams on one HTTP/2 connection each).`,
           "A refresh's time is when its fetch reached the fake upstream (polled every millisecond, so the delay may read up to ~1 ms short); the delay ends when a subscriber process has decoded the update. OK/s here = updates delivered per refresh.",
         ],
       };
