@@ -3,6 +3,7 @@ import type { CallObserver } from "@coinmesh/lib/grpc-service";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthError, type Authenticator, type AuthFailureReason, type Identity } from "./auth.ts";
 import { type Access, needsIdentity } from "./authorization.ts";
+import type { HeaderReader } from "./forward.ts";
 import type { RateLimiter } from "./rate-limit.ts";
 
 export interface AdmissionDeps {
@@ -39,7 +40,7 @@ export function clientAddress(
 export function createAdmission(deps: AdmissionDeps) {
   const { authenticator, limiter, observer } = deps;
 
-  async function check(access: Access, header: Headers, peer: string | undefined) {
+  async function check(access: Access, header: HeaderReader, peer: string | undefined) {
     let identity: Identity | undefined;
     try {
       identity = await authenticator.authenticate(header.get("authorization"));
@@ -69,7 +70,7 @@ export function createAdmission(deps: AdmissionDeps) {
     async admit(
       method: DescMethod,
       access: Access,
-      header: Headers,
+      header: HeaderReader,
       peer: string | undefined,
     ): Promise<Identity | undefined> {
       try {

@@ -10,12 +10,15 @@ import {
   concealNotFound,
 } from "./authorization.ts";
 
+/** Request headers by lower-case name: a fetch Headers, or a cheaper view of node's. */
+export type HeaderReader = Pick<Headers, "get">;
+
 /** One public call on its way to a backend, whatever protocol it came in. */
 export interface ForwardCall {
   method: DescMethod;
   access: Access;
   identity: Identity | undefined;
-  header: Headers;
+  header: HeaderReader;
   signal: AbortSignal;
   /** The client's timeout, if it sent one. */
   timeoutMs: number | undefined;
@@ -49,7 +52,7 @@ const PASSED_ON = ["tracestate", "x-canary"];
  * The metadata a backend gets: request id and W3C trace context (generated when the client
  * sent none or a malformed one), the canary pin, and the verified subject.
  */
-function outboundMetadata(header: Headers, identity: Identity | undefined) {
+function outboundMetadata(header: HeaderReader, identity: Identity | undefined) {
   const requestId = header.get(REQUEST_ID_HEADER);
   const traceparent = header.get("traceparent");
   const metadata: Record<string, string> = {

@@ -32,6 +32,8 @@ export interface GatewayDeps {
   redis: Redis | undefined;
   /** Redis keys start with it; tests pass their own. */
   rateLimitKeyPrefix?: string;
+  /** OpenTelemetry is exporting: continue callers' traces with a span per call. */
+  tracing?: boolean;
 }
 
 /** One long-lived grpc-js channel per backend process, shared by the services it serves. */
@@ -100,7 +102,11 @@ export async function startGateway(deps: GatewayDeps) {
     maxTimeoutMs: config.maxTimeoutMs,
   });
   // Every public call runs through these, on the Connect path and the gRPC fast path alike.
-  const interceptors = [metricsInterceptor(metrics.server), tracingInterceptor];
+  // Without an exporter a span would be a no-op that still costs time on every call.
+  const interceptors = [
+    metricsInterceptor(metrics.server),
+    ...(deps.tracing ? [tracingInterceptor] : []),
+  ];
   const shutdown = new AbortController();
   const connect = connectNodeAdapter({
     routes: gatewayRoutes({ admission, forwarding, health }),

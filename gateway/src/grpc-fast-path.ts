@@ -13,7 +13,7 @@ import {
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { Admission } from "./admission.ts";
 import type { Access } from "./authorization.ts";
-import type { ForwardCall, Forwarding } from "./forward.ts";
+import type { ForwardCall, Forwarding, HeaderReader } from "./forward.ts";
 
 /**
  * gRPC unary calls over HTTP/2 (what grpc-js, grpc-go and load tools send) served straight on
@@ -43,6 +43,16 @@ const fastCallKey = createContextKey<FastCall | undefined>(undefined, { descript
 const GRPC_CONTENT_TYPES = new Set(["application/grpc", "application/grpc+proto"]);
 const RESPONSE_HEADERS = { ":status": 200, "content-type": "application/grpc" };
 const OK_TRAILERS = { "grpc-status": "0" };
+
+/** Node's headers read like fetch Headers, without building one (undici's validates each). */
+function headerReader(headers: IncomingHttpHeaders): HeaderReader {
+  return {
+    get(name) {
+      const value = headers[name];
+      return value === undefined ? null : Array.isArray(value) ? value.join(", ") : value;
+    },
+  };
+}
 
 function webHeaders(headers: IncomingHttpHeaders): Headers {
   const out = new Headers();
@@ -213,7 +223,7 @@ export function createGrpcFastPath(deps: FastPathDeps) {
     const received = readBody(stream, maxMessageBytes);
     received.catch(() => {});
     try {
-      const header = webHeaders(headers);
+      const header = headerReader(headers);
       const identity = await admission.admit(method, access, header, peer);
       const timeout = parseTimeout(header.get("grpc-timeout"), Number.MAX_SAFE_INTEGER);
       if (timeout.error) throw timeout.error;
@@ -232,6 +242,7 @@ export function createGrpcFastPath(deps: FastPathDeps) {
             : Math.max(0, timeout.timeoutMs - (performance.now() - arrivedAt)),
       };
       const contextValues = createContextValues().set(fastCallKey, { call, body });
+      let webHeader: Headers | undefined;
       const res = await chain({
         stream: false,
         service: method.parent,
@@ -239,7 +250,11 @@ export function createGrpcFastPath(deps: FastPathDeps) {
         requestMethod: "POST",
         url: `http://${headers[":authority"] ?? "gateway"}${headers[":path"]}`,
         signal: controller.signal,
-        header,
+        // Built only for an interceptor that reads it.
+        get header() {
+          webHeader ??= webHeaders(headers);
+          return webHeader;
+        },
         contextValues,
         message: request,
       } as UnaryRequest);

@@ -1,6 +1,7 @@
 import { createMetrics, startMetricsServer } from "@coinmesh/lib/metrics";
 import { createRedis, whenRedisReady } from "@coinmesh/lib/redis";
 import { runMain } from "@coinmesh/lib/runtime";
+import { telemetrySettings } from "@coinmesh/lib/telemetry";
 import { readConfig } from "./config.ts";
 import { startGateway } from "./gateway.ts";
 
@@ -20,7 +21,8 @@ runMain("gateway", async (log) => {
   if (redis && !(await whenRedisReady(redis, 2_000))) {
     log.warn("redis not ready after 2s; rate limits stay per replica until it connects");
   }
-  const gateway = await startGateway({ config, log, metrics, redis });
+  const tracing = telemetrySettings(process.env, process.argv[1] ?? "").endpoint !== undefined;
+  const gateway = await startGateway({ config, log, metrics, redis, tracing });
   log.info(
     {
       port: gateway.port,
@@ -29,6 +31,7 @@ runMain("gateway", async (log) => {
       backends: config.backends,
       jwt: config.jwt.jwksUrl ? "jwks" : "hs256",
       redis: Boolean(redis),
+      tracing,
     },
     "gateway SERVING",
   );

@@ -101,14 +101,17 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
     settings: { maxConcurrentStreams: options.maxConcurrentStreams },
   });
   const sessions = new Set<Http2Session>();
+  // The client's address, read once per connection rather than on every stream.
+  const peers = new WeakMap<Http2Session, string | undefined>();
   h2.on("session", (session) => {
     sessions.add(session);
+    peers.set(session, session.socket.remoteAddress);
     session.once("close", () => sessions.delete(session));
     // An idle session is closed gracefully: open streams finish, new ones go elsewhere.
     session.setTimeout(options.idleTimeoutMs, () => session.close());
   });
   h2.on("stream", (stream, headers, _flags, rawHeaders) => {
-    if (options.fastPath.serve(stream, headers, stream.session?.socket.remoteAddress)) return;
+    if (options.fastPath.serve(stream, headers, peers.get(stream.session as Http2Session))) return;
     // What http2's compatibility layer does for a "request" listener, for the streams left over.
     onRequest(
       new http2.Http2ServerRequest(stream, headers, undefined as never, rawHeaders),
