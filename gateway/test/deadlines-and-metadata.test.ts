@@ -87,7 +87,7 @@ describe.each(["connect-binary-h2", "grpc"] as Protocol[])("metadata over %s", (
     expect(probe.last()).toMatchObject({ subject: undefined, admin: false });
   });
 
-  it("forwards trace context and the request id", async () => {
+  it("forwards trace context, the request id and the canary pin", async () => {
     const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     await users().getUser(
       { id: owner },
@@ -97,11 +97,16 @@ describe.each(["connect-binary-h2", "grpc"] as Protocol[])("metadata over %s", (
           traceparent,
           tracestate: "vendor=x",
           "x-request-id": "req-123",
+          "x-canary": "always",
         },
       },
     );
     expect(probe.last().requestId).toBe("req-123");
-    expect(probe.last().propagate).toMatchObject({ traceparent, tracestate: "vendor=x" });
+    expect(probe.last().propagate).toMatchObject({
+      traceparent,
+      tracestate: "vendor=x",
+      "x-canary": "always",
+    });
   });
 
   it("generates a request id and a traceparent when the client sends none", async () => {
