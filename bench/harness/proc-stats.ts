@@ -46,15 +46,19 @@ export function resetPeakRss(pid: number): boolean {
   }
 }
 
-/** Busy CPU time of the whole machine (every process, ours or not), in seconds. */
-export function machineBusySeconds(): number {
-  const [, ...fields] = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "")
-    .trim()
-    .split(/\s+/);
-  // user nice system idle iowait irq softirq steal ...: all but idle and iowait is busy.
-  const ticks = fields.slice(0, 8).map(Number);
+/**
+ * CPU time of the whole machine (every process, ours or not), in seconds: busy, and the part of
+ * it the hypervisor gave to other virtual machines (steal).
+ */
+export function machineSeconds(): { busy: number; steal: number } {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "";
+  // cpu user nice system idle iowait irq softirq steal ...: all but idle and iowait is busy.
+  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
   const total = ticks.reduce((a, b) => a + b, 0);
-  return (total - (ticks[3] ?? 0) - (ticks[4] ?? 0)) / clockTicks;
+  return {
+    busy: (total - (ticks[3] ?? 0) - (ticks[4] ?? 0)) / clockTicks,
+    steal: (ticks[7] ?? 0) / clockTicks,
+  };
 }
 
 export interface ProcessUsage {
@@ -67,7 +71,7 @@ export interface ProcessUsage {
 /** CPU and peak RSS of named processes over a window: call start(), then stop(). */
 export function createUsageMeter(pids: Record<string, number>) {
   let before: Record<string, ProcSample | undefined> = {};
-  let machineBefore = { busy: 0, at: 0 };
+  let machineBefore = { busy: 0, steal: 0, at: 0 };
   return {
     start() {
       before = {};
@@ -75,14 +79,19 @@ export function createUsageMeter(pids: Record<string, number>) {
         resetPeakRss(pid);
         before[name] = sampleProcess(pid);
       }
-      machineBefore = { busy: machineBusySeconds(), at: performance.now() };
+      machineBefore = { ...machineSeconds(), at: performance.now() };
     },
     stop(): Record<string, ProcessUsage> {
       const usage: Record<string, ProcessUsage> = {};
       // Everything that ran, other people's work included: how much CPU the run really had.
-      const busy = machineBusySeconds() - machineBefore.busy;
+      const now = machineSeconds();
       const wall = (performance.now() - machineBefore.at) / 1000;
-      usage.machine = { cpuSeconds: busy, cpuCores: wall > 0 ? busy / wall : 0, peakRssMb: 0 };
+      const cores = (seconds: number) => (wall > 0 ? seconds / wall : 0);
+      const busy = now.busy - machineBefore.busy;
+      const steal = now.steal - machineBefore.steal;
+      usage.machine = { cpuSeconds: busy, cpuCores: cores(busy), peakRssMb: 0 };
+      if (cores(steal) >= 0.01)
+        usage.steal = { cpuSeconds: steal, cpuCores: cores(steal), peakRssMb: 0 };
       for (const [name, pid] of Object.entries(pids)) {
         const a = before[name];
         const b = sampleProcess(pid);

@@ -19,7 +19,7 @@ function runRow(run: RepeatedRun): string {
     .map(([name, u]) => `${name} ${fixed(u.cpuCores)}`)
     .join(", ");
   const rss = Object.entries(m.usage)
-    .filter(([name]) => name !== "machine")
+    .filter(([name]) => name !== "machine" && name !== "steal")
     .map(([name, u]) => `${name} ${Math.round(u.peakRssMb)}`)
     .join(", ");
   const lag = m.sendLag ? ` (send lag p99 ${fixed(m.sendLag.p99)})` : "";
@@ -71,7 +71,7 @@ export function renderMarkdown(report: BenchReport): string {
     "",
     "#### Runs",
     "",
-    "Latencies in ms. OK/s counts only calls answered with status OK (h2load: HTTP 2xx, cross-checked by the server's own per-code counters where noted). CPU in cores (1.00 = one core busy) over the measured window; `generator` is the load generator itself; `machine` is every process on the machine, so machine minus the others is what other people's work took from the run.",
+    "Latencies in ms. OK/s counts only calls answered with status OK (h2load: HTTP 2xx, cross-checked by the server's own per-code counters where noted). CPU in cores (1.00 = one core busy) over the measured window; `generator` is the load generator itself; `machine` is every process on the machine, so machine minus the others is what other people's work took from the run; `steal`, when shown, is CPU the hypervisor gave to other virtual machines.",
     "",
     ...report.scenarios.map(scenarioSection),
   ];

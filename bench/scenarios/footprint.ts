@@ -176,9 +176,11 @@ export const footprintScenario: Scenario = {
       name: "rate (semi-space 16 MB)",
       env: { ...rateStarter.env, NODE_OPTIONS: `--max-semi-space-size=${SEMI_SPACE_MB}` },
     });
-    const cappedRun = await closedLoop(ctx, "GetRate, semi-space 16 MB", origin(capped), getRate, {
-      [capped.name]: capped.pid,
-    });
+    const cappedRun = await withServerCodes(capped, "GetRate", () =>
+      closedLoop(ctx, "GetRate, semi-space 16 MB", origin(capped), getRate, {
+        [capped.name]: capped.pid,
+      }),
+    );
     await capped.stop();
     const peaks = peaksSoFar({
       ...ctx,
@@ -220,7 +222,7 @@ export const footprintScenario: Scenario = {
       notes: [
         `Start: spawn of \`node --import ./lib/src/telemetry-register.ts services/<name>/src/main.ts\` (migrations already applied) until grpc.health.v1 Check answers SERVING, polled every 5 ms (plain TCP until the port accepts, then the health check); ${STARTS} starts each.`,
         `The user service started without \`--import telemetry-register\` (tracing off either way): median ${Math.round(median(bare))} ms (all: ${bare.map(Math.round).join(", ")} ms), against ${Math.round(median(starts[0]?.[1] ?? []))} ms with it.`,
-        `Informational: the rate service with NODE_OPTIONS=--max-semi-space-size=${SEMI_SPACE_MB} peaked at ${Math.round(cappedRun.usage[capped.name]?.peakRssMb ?? 0)} MB serving ${Math.round(cappedRun.throughput)}/s, against ${Math.round(rateRun?.usage.rate?.peakRssMb ?? 0)} MB and ${Math.round(rateRun?.throughput ?? 0)}/s with V8's default young generation.`,
+        `Informational, one run: the rate service with NODE_OPTIONS=--max-semi-space-size=${SEMI_SPACE_MB} peaked at ${Math.round(cappedRun.usage[capped.name]?.peakRssMb ?? 0)} MB serving ${Math.round(cappedRun.throughput)}/s, against ${Math.round(rateRun?.usage.rate?.peakRssMb ?? 0)} MB and ${Math.round(rateRun?.throughput ?? 0)}/s with V8's default young generation.`,
         "Peak RSS: VmHWM, reset (clear_refs) at the start of every measured window, largest over every run of this invocation (including earlier scenarios).",
       ],
     };
