@@ -1,5 +1,4 @@
 import { type DescMethod, fromBinary } from "@bufbuild/protobuf";
-import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { StatusSchema } from "@coinmesh/proto/google/rpc/status_pb";
 import { Code, ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
@@ -32,7 +31,7 @@ export interface ForwardOptions {
 }
 
 export interface ForwarderOptions {
-  /** Every method that will be forwarded; reads among them are retried on UNAVAILABLE. */
+  /** Every method that will be forwarded. */
   methods: DescMethod[];
   observer?: CallObserver;
   maxReceiveMessageBytes?: number;
@@ -41,29 +40,6 @@ export interface ForwarderOptions {
 const identity = (bytes: Buffer) => bytes;
 const asBuffer = (bytes: Uint8Array) =>
   Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-
-/** Same policy as grpc-client.ts: reads are retried on UNAVAILABLE, writes never. */
-function serviceConfig(methods: DescMethod[]): string {
-  const reads = methods.filter(
-    (m) => m.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS,
-  );
-  return JSON.stringify({
-    methodConfig: reads.length
-      ? [
-          {
-            name: reads.map((m) => ({ service: m.parent.typeName, method: m.name })),
-            retryPolicy: {
-              maxAttempts: 3,
-              initialBackoff: "0.05s",
-              maxBackoff: "0.5s",
-              backoffMultiplier: 2,
-              retryableStatusCodes: ["UNAVAILABLE"],
-            },
-          },
-        ]
-      : [],
-  });
-}
 
 /**
  * A backend's status as a ConnectError that a Connect handler can throw as is: code and message
@@ -106,7 +82,9 @@ function cancelledByUs(signal: AbortSignal, status: grpc.StatusObject): ConnectE
 
 export function createForwarder(address: string, options: ForwarderOptions): Forwarder {
   const channel = new grpc.Client(address, grpc.credentials.createInsecure(), {
-    "grpc.service_config": serviceConfig(options.methods),
+    // No retries here: in the cluster the mesh retries reads between proxy and backend
+    // (istio/*.yaml), and a second retry layer would multiply attempts. It also costs per call.
+    "grpc.enable_retries": 0,
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 4 * 1024 * 1024,
