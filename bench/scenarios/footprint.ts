@@ -31,8 +31,8 @@ function peaksSoFar(ctx: BenchContext): Map<string, { mb: number; where: string 
   for (const scenario of ctx.completed) {
     for (const run of scenario.runs) {
       for (const [name, usage] of Object.entries(run.median.usage)) {
-        // Only coinmesh's own processes: not the load generator, not Redis.
-        if (name === "generator" || name === "redis-server") continue;
+        // Only coinmesh's own processes: not the generator, Redis or the machine-wide figures.
+        if (["generator", "redis-server", "machine", "steal"].includes(name)) continue;
         const seen = peaks.get(name);
         if (!seen || usage.peakRssMb > seen.mb) {
           peaks.set(name, { mb: usage.peakRssMb, where: `${scenario.name}: ${run.label}` });
