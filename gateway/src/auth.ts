@@ -31,7 +31,8 @@ export class AuthError extends Error {
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** What `sub` must look like: a user id. */
+export const USER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BEARER = /^Bearer +([\w-]+\.[\w-]+\.[\w-]+)$/i;
 // Verified tokens are remembered so the signature is checked once per token, not per call.
 const CACHE_MAX_ENTRIES = 10_000;
@@ -68,7 +69,7 @@ const MESSAGES: Record<AuthFailureReason, string> = {
 };
 
 function identityOf(payload: JWTPayload): Identity {
-  if (typeof payload.sub !== "string" || !UUID.test(payload.sub)) {
+  if (typeof payload.sub !== "string" || !USER_ID.test(payload.sub)) {
     throw new AuthError("invalid_claims", "sub must be a user id (UUID)");
   }
   if (payload.admin !== undefined && typeof payload.admin !== "boolean") {

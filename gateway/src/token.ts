@@ -2,6 +2,7 @@
 // local gateway accepts (HS256 with JWT_SECRET; issuer and audience as the gateway reads them).
 import { parseArgs } from "node:util";
 import { SignJWT } from "jose";
+import { USER_ID } from "./auth.ts";
 import { DEFAULT_JWT_AUDIENCE, DEFAULT_JWT_ISSUER } from "./config.ts";
 
 /** The secret `npm start` gives the local gateway (scripts/start.ts); never for a deployment. */
@@ -33,7 +34,6 @@ export function mintToken(claims: TokenClaims): Promise<string> {
   return jwt.sign(new TextEncoder().encode(claims.secret ?? DEV_JWT_SECRET));
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TTL = /^\d+(s|m|h|d)?$/;
 
 async function cli() {
@@ -44,7 +44,7 @@ async function cli() {
       ttl: { type: "string", default: "1h" },
     },
   });
-  if (!values.sub || !UUID.test(values.sub) || !TTL.test(values.ttl)) {
+  if (!values.sub || !USER_ID.test(values.sub) || !TTL.test(values.ttl)) {
     console.error("usage: npm run token -- --sub <user id (UUID)> [--admin] [--ttl 1h|30m|3600]");
     process.exit(2);
   }

@@ -4,10 +4,6 @@ import { silentLogger } from "@coinmesh/lib/log";
 import { createMetrics } from "@coinmesh/lib/metrics";
 import type { Redis } from "@coinmesh/lib/redis";
 import { createTestDatabase } from "@coinmesh/lib/testing";
-import {
-  BadRequestSchema,
-  PreconditionFailureSchema,
-} from "@coinmesh/proto/google/rpc/error_details_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
 import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import {
@@ -22,6 +18,10 @@ import {
   startOrderService,
   startUserService,
 } from "../../services/order/test/services.ts";
+
+/** What a failed call carried to the client (code, message, decoded details). */
+export { rejection } from "../../services/order/test/services.ts";
+
 import { startFakeUpstream } from "../../services/rate/test/fake-upstream.ts";
 import { startRateServer } from "../../services/rate/test/harness.ts";
 import { readConfig } from "../src/config.ts";
@@ -185,24 +185,6 @@ export async function signUp(gateway: TestGateway, claims: Partial<TokenClaims> 
   if (!user) throw new Error("CreateUser returned no user");
   const jwt = await token(user.id, claims);
   return { id: user.id, token: jwt, headers: bearer(jwt) };
-}
-
-/** What a failed call carried to the client; fails the test if the call succeeded. */
-export async function rejection(call: Promise<unknown>) {
-  try {
-    await call;
-  } catch (err) {
-    const error = ConnectError.from(err);
-    return {
-      code: Code[error.code],
-      message: error.rawMessage,
-      violations: error
-        .findDetails(BadRequestSchema)
-        .flatMap((d) => d.fieldViolations.map((v) => `${v.field}: ${v.description}`)),
-      preconditions: error.findDetails(PreconditionFailureSchema).flatMap((d) => d.violations),
-    };
-  }
-  throw new Error("expected the call to fail");
 }
 
 /** The outcome of a call as a code name: "OK" or the error's code. */

@@ -48,6 +48,19 @@ describe.each(["connect-json-h1", "grpc"] as Protocol[])("grpc.health.v1 over %s
     );
     expect((await rejection(health.check({ service: "no.Such" }))).code).toBe("NotFound");
   });
+
+  it("watches: the current status first, SERVICE_UNKNOWN for unknown names", async () => {
+    const health = gateway.client(Health, protocol);
+    const first = async (service: string) => {
+      const controller = new AbortController();
+      for await (const res of health.watch({ service }, { signal: controller.signal })) {
+        controller.abort();
+        return res.status;
+      }
+    };
+    expect(await first("coinmesh.rate.v1.RateService")).toBe(Status.SERVING);
+    expect(await first("no.Such")).toBe(Status.SERVICE_UNKNOWN);
+  });
 });
 
 describe("plain HTTP probes", () => {
