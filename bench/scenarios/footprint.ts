@@ -4,8 +4,8 @@ import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
 import { createFundedUsers } from "../harness/accounts.ts";
 import { BENCH_REDIS_URL, benchRedisKey } from "../harness/platform.ts";
-import { check, median, type RunResult, repeated } from "../harness/results.ts";
-import type { RunnableOptions } from "../harness/runnable.ts";
+import { check, median, repeated } from "../harness/results.ts";
+import type { Runnable, RunnableOptions } from "../harness/runnable.ts";
 import {
   type BenchContext,
   closedLoop,
@@ -14,7 +14,8 @@ import {
   type Scenario,
   withServerCodes,
 } from "../harness/scenario.ts";
-import { encodeRequest, rawGrpcRequest } from "../harness/wire.ts";
+import { sendOnce } from "../harness/send-once.ts";
+import { encodeRequest, rawGrpcRequest, type WireRequest } from "../harness/wire.ts";
 import { ECHO_PATH } from "../reference/echo-server.ts";
 import { GET_RATE } from "./get-rate.ts";
 
@@ -104,83 +105,57 @@ export const footprintScenario: Scenario = {
     const starts: [string, number[]][] = [];
     for (const options of starters) starts.push([options.name, await startTimes(options)]);
     // The same user service without the telemetry preload: how much of the start is module loading.
-    const [userStarter] = starters as [RunnableOptions];
+    const userStarter = starters.find((s) => s.name === "user") as RunnableOptions;
     const bare = await startTimes({ ...userStarter, withoutTelemetry: true });
 
     // Load on each process for its peak RSS, on top of what earlier scenarios saw.
     const getRate = encodeRequest("grpc", RateService.method.getRate, GET_RATE);
     const [userId] = await createFundedUsers(user.address, order.address, 1);
-    const loads: [string, () => Promise<RunResult>][] = [
-      [
-        "echo under h2load",
-        () =>
-          closedLoop(
-            ctx,
-            "echo",
-            origin(echo),
-            rawGrpcRequest(ECHO_PATH, ECHO_PAYLOAD),
-            meter(echo),
-          ),
-      ],
-      [
-        "rate: GetRate under h2load",
-        () =>
-          withServerCodes(rate, "GetRate", () =>
-            closedLoop(ctx, "GetRate", origin(rate), getRate, meter(rate)),
-          ),
-      ],
+    /** label, process, request, and the method its metrics count (none for the echo). */
+    const loads: [string, Runnable, WireRequest, string | undefined][] = [
+      ["echo under h2load", echo, rawGrpcRequest(ECHO_PATH, ECHO_PAYLOAD), undefined],
+      ["rate: GetRate under h2load", rate, getRate, "GetRate"],
       [
         "user: GetUser under h2load",
-        () =>
-          withServerCodes(user, "GetUser", () =>
-            closedLoop(
-              ctx,
-              "GetUser",
-              origin(user),
-              encodeRequest("grpc", UserService.method.getUser, { id: userId }),
-              meter(user),
-            ),
-          ),
+        user,
+        encodeRequest("grpc", UserService.method.getUser, { id: userId }),
+        "GetUser",
       ],
       [
         "order: GetBalances under h2load",
-        () =>
-          withServerCodes(order, "GetBalances", () =>
-            closedLoop(
-              ctx,
-              "GetBalances",
-              origin(order),
-              encodeRequest("grpc", AccountService.method.getBalances, { userId }),
-              meter(order),
-            ),
-          ),
+        order,
+        encodeRequest("grpc", AccountService.method.getBalances, { userId }),
+        "GetBalances",
       ],
     ];
     if (withGateway) {
-      const gateway = await platform.gateway();
-      const viaGateway = encodeRequest("connect-proto", RateService.method.getRate, GET_RATE);
       loads.push([
         "gateway: GetRate (Connect binary) under h2load",
-        () =>
-          withServerCodes(gateway, "GetRate", () =>
-            closedLoop(ctx, "gateway GetRate", origin(gateway), viaGateway, meter(gateway, rate)),
-          ),
+        await platform.gateway(),
+        encodeRequest("connect-proto", RateService.method.getRate, GET_RATE),
+        "GetRate",
       ]);
     }
+    /** One closed-loop run, after checking that the payload earns OK (h2load would not tell). */
+    const load = async (target: Runnable, request: WireRequest, method: string | undefined) => {
+      const status = await sendOnce(origin(target), request);
+      if (status !== "OK") throw new Error(`${target.name}: the load payload earns ${status}`);
+      const processes = target.name.startsWith("gateway") ? meter(target, rate) : meter(target);
+      const run = () => closedLoop(ctx, target.name, origin(target), request, processes);
+      return method ? withServerCodes(target, method, run) : run();
+    };
     const runs = [];
-    for (const [label, load] of loads) runs.push(repeated(label, [await load()]));
+    for (const [label, target, request, method] of loads) {
+      runs.push(repeated(label, [await load(target, request, method)]));
+    }
     // What a smaller young generation would do: the same rate service, one V8 flag apart.
-    const [, rateStarter] = starters as [RunnableOptions, RunnableOptions];
+    const rateStarter = starters.find((s) => s.name === "rate") as RunnableOptions;
     const capped = await platform.start({
       ...rateStarter,
       name: "rate (semi-space 16 MB)",
       env: { ...rateStarter.env, NODE_OPTIONS: `--max-semi-space-size=${SEMI_SPACE_MB}` },
     });
-    const cappedRun = await withServerCodes(capped, "GetRate", () =>
-      closedLoop(ctx, "GetRate, semi-space 16 MB", origin(capped), getRate, {
-        [capped.name]: capped.pid,
-      }),
-    );
+    const cappedRun = await load(capped, getRate, "GetRate");
     await capped.stop();
     const peaks = peaksSoFar({
       ...ctx,
