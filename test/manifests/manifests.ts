@@ -15,6 +15,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { IstioOperator } from "@kubernetes-models/istio/install.istio.io/v1alpha1";
+import type {
+  IDestinationRule,
+  IGateway,
+  IServiceEntry,
+  ISidecar,
+  IVirtualService,
+} from "@kubernetes-models/istio/networking.istio.io/v1";
 import {
   DestinationRule,
   Gateway,
@@ -22,16 +29,27 @@ import {
   Sidecar,
   VirtualService,
 } from "@kubernetes-models/istio/networking.istio.io/v1";
+import type {
+  IAuthorizationPolicy,
+  IPeerAuthentication,
+  IRequestAuthentication,
+} from "@kubernetes-models/istio/security.istio.io/v1";
 import {
   AuthorizationPolicy,
   PeerAuthentication,
   RequestAuthentication,
 } from "@kubernetes-models/istio/security.istio.io/v1";
+import type { ITelemetry } from "@kubernetes-models/istio/telemetry.istio.io/v1";
 import { Telemetry } from "@kubernetes-models/istio/telemetry.istio.io/v1";
+import type { IDeployment, IStatefulSet } from "kubernetes-models/apps/v1";
 import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
+import type { IHorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
+import type { INetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
+import type { IPodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
+import type { ISecret, IService } from "kubernetes-models/v1";
 import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
 import { parseAllDocuments } from "yaml";
 
@@ -267,4 +285,30 @@ export function selects(selector: LabelSelector | undefined, labels: Record<stri
     }
   });
   return byLabels && byExpressions;
+}
+
+/** An overlay's rendered objects, grouped by kind with their model types. */
+export function loadOverlay(kubectl: string, overlay: Overlay) {
+  const objects = render(kubectl, overlayDir(overlay));
+  const kind = <T>(k: string) => objects.filter((o) => o.kind === k) as unknown as T[];
+  return {
+    objects,
+    deployments: kind<IDeployment & Manifest>("Deployment"),
+    statefulSets: kind<IStatefulSet & Manifest>("StatefulSet"),
+    services: kind<IService & Manifest>("Service"),
+    serviceAccounts: kind<Manifest>("ServiceAccount"),
+    pdbs: kind<IPodDisruptionBudget & Manifest>("PodDisruptionBudget"),
+    hpas: kind<IHorizontalPodAutoscaler & Manifest>("HorizontalPodAutoscaler"),
+    policies: kind<INetworkPolicy & Manifest>("NetworkPolicy"),
+    secrets: kind<ISecret & Manifest>("Secret"),
+    virtualServices: kind<IVirtualService & Manifest>("VirtualService"),
+    destinationRules: kind<IDestinationRule & Manifest>("DestinationRule"),
+    gateways: kind<IGateway & Manifest>("Gateway"),
+    serviceEntries: kind<IServiceEntry & Manifest>("ServiceEntry"),
+    sidecars: kind<ISidecar & Manifest>("Sidecar"),
+    authorizations: kind<IAuthorizationPolicy & Manifest>("AuthorizationPolicy"),
+    peers: kind<IPeerAuthentication & Manifest>("PeerAuthentication"),
+    requestAuths: kind<IRequestAuthentication & Manifest>("RequestAuthentication"),
+    telemetries: kind<ITelemetry & Manifest>("Telemetry"),
+  };
 }

@@ -3,30 +3,16 @@
 // say an RPC has no side effects; authorization allows exactly the real callers;
 // mesh settings agree with the apps' configuration.
 import { readdirSync, readFileSync } from "node:fs";
-import type {
-  IDestinationRule,
-  IGateway,
-  IServiceEntry,
-  ISidecar,
-  IVirtualService,
-} from "@kubernetes-models/istio/networking.istio.io/v1";
-import type {
-  IAuthorizationPolicy,
-  IPeerAuthentication,
-  IRequestAuthentication,
-} from "@kubernetes-models/istio/security.istio.io/v1";
-import type { ITelemetry } from "@kubernetes-models/istio/telemetry.istio.io/v1";
-import type { IDeployment } from "kubernetes-models/apps/v1";
+import type { IVirtualService } from "@kubernetes-models/istio/networking.istio.io/v1";
 import type { IService } from "kubernetes-models/v1";
 import { describe, expect, test } from "vitest";
 import {
   backends,
   configData,
   findKubectl,
+  loadOverlay,
   type Manifest,
-  overlayDir,
   overlays,
-  render,
   repoRoot,
   runnables,
 } from "./manifests.ts";
@@ -74,24 +60,7 @@ function rpcs(service: string): Rpc[] {
     });
 }
 
-function load(overlay: (typeof overlays)[number]) {
-  const objects = render(kubectl as string, overlayDir(overlay));
-  const kind = <T>(k: string) => objects.filter((o) => o.kind === k) as unknown as T[];
-  return {
-    objects,
-    deployments: kind<IDeployment & Manifest>("Deployment"),
-    services: kind<IService & Manifest>("Service"),
-    virtualServices: kind<IVirtualService & Manifest>("VirtualService"),
-    destinationRules: kind<IDestinationRule & Manifest>("DestinationRule"),
-    gateways: kind<IGateway & Manifest>("Gateway"),
-    serviceEntries: kind<IServiceEntry & Manifest>("ServiceEntry"),
-    sidecars: kind<ISidecar & Manifest>("Sidecar"),
-    authorizations: kind<IAuthorizationPolicy & Manifest>("AuthorizationPolicy"),
-    peers: kind<IPeerAuthentication & Manifest>("PeerAuthentication"),
-    requestAuths: kind<IRequestAuthentication & Manifest>("RequestAuthentication"),
-    telemetries: kind<ITelemetry & Manifest>("Telemetry"),
-  };
-}
+const load = (overlay: (typeof overlays)[number]) => loadOverlay(kubectl as string, overlay);
 
 const fqdn = (s: Manifest) => `${s.metadata.name}.${s.metadata.namespace}.svc.cluster.local`;
 

@@ -1,41 +1,16 @@
 // What every workload must have in every overlay: identity, probes, resources,
 // restricted security, a PDB and an HPA, drain timing that matches the app, pinned
 // images, no secret values, and network policies that allow exactly the call graph.
-import type { IDeployment, IStatefulSet } from "kubernetes-models/apps/v1";
-import type { IHorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
+import type { IDeployment } from "kubernetes-models/apps/v1";
 import type { INetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
-import type { IPodDisruptionBudget } from "kubernetes-models/policy/v1";
-import type { IContainer, IPodTemplateSpec, ISecret, IService } from "kubernetes-models/v1";
+import type { IContainer, IPodTemplateSpec } from "kubernetes-models/v1";
 import { describe, expect, test } from "vitest";
-import {
-  configData,
-  findKubectl,
-  type Manifest,
-  overlayDir,
-  overlays,
-  render,
-  runnables,
-  selects,
-} from "./manifests.ts";
+import { configData, findKubectl, loadOverlay, overlays, runnables, selects } from "./manifests.ts";
 
 const kubectl = findKubectl();
 const versions = ["stable", "canary"] as const;
 
-function load(overlay: (typeof overlays)[number]) {
-  const objects = render(kubectl as string, overlayDir(overlay));
-  const kind = <T>(k: string) => objects.filter((o) => o.kind === k) as unknown as T[];
-  return {
-    objects,
-    deployments: kind<IDeployment & Manifest>("Deployment"),
-    statefulSets: kind<IStatefulSet & Manifest>("StatefulSet"),
-    services: kind<IService & Manifest>("Service"),
-    pdbs: kind<IPodDisruptionBudget & Manifest>("PodDisruptionBudget"),
-    hpas: kind<IHorizontalPodAutoscaler & Manifest>("HorizontalPodAutoscaler"),
-    policies: kind<INetworkPolicy & Manifest>("NetworkPolicy"),
-    secrets: kind<ISecret & Manifest>("Secret"),
-    serviceAccounts: objects.filter((o) => o.kind === "ServiceAccount"),
-  };
-}
+const load = (overlay: (typeof overlays)[number]) => loadOverlay(kubectl as string, overlay);
 
 function workload(deployments: IDeployment[], app: string, version: string): IDeployment {
   const found = deployments.filter(
