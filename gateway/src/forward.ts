@@ -2,6 +2,7 @@ import { randomFillSync, randomUUID } from "node:crypto";
 import { type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ADMIN_HEADER, REQUEST_ID_HEADER, SUBJECT_HEADER } from "@coinmesh/lib/call-context";
 import type { Forwarder } from "@coinmesh/lib/grpc-forward";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Identity } from "./auth.ts";
 import {
   type Access,
@@ -28,6 +29,8 @@ export interface ForwardingDeps {
   backends: ReadonlyMap<DescService, Forwarder>;
   defaultTimeoutMs: number;
   maxTimeoutMs: number;
+  /** Unary calls forwarded at once; past it, calls are refused at once instead of queueing. */
+  maxInFlight: number;
 }
 
 // Random ids come from a pool filled in large blocks: one randomFillSync per call is costly.
@@ -79,7 +82,13 @@ function outboundMetadata(header: HeaderReader, identity: Identity | undefined) 
  * the bytes the client sent when the caller has them (no re-encoding); responses come back as
  * bytes, decoded here only when authorization must look inside.
  */
-export function createForwarding({ backends, defaultTimeoutMs, maxTimeoutMs }: ForwardingDeps) {
+export function createForwarding({
+  backends,
+  defaultTimeoutMs,
+  maxTimeoutMs,
+  maxInFlight,
+}: ForwardingDeps) {
+  let inFlight = 0;
   const backendOf = (method: DescMethod) => {
     const backend = backends.get(method.parent);
     if (!backend) throw new Error(`no backend for ${method.parent.typeName}`);
@@ -94,8 +103,16 @@ export function createForwarding({ backends, defaultTimeoutMs, maxTimeoutMs }: F
     ): Promise<Uint8Array> {
       const { method, access, identity } = call;
       authorizeRequest(method, access, identity, request);
+      // Under overload a quick refusal beats a queue in which every call misses its deadline.
+      if (inFlight >= maxInFlight) {
+        throw new ConnectError(
+          `the gateway is at capacity (${maxInFlight} calls in flight); retry with backoff`,
+          Code.ResourceExhausted,
+        );
+      }
       const timeoutMs = Math.min(call.timeoutMs ?? defaultTimeoutMs, maxTimeoutMs);
       let response: Uint8Array;
+      inFlight++;
       try {
         response = await backendOf(method).unary(
           method,
@@ -108,6 +125,8 @@ export function createForwarding({ backends, defaultTimeoutMs, maxTimeoutMs }: F
         );
       } catch (err) {
         throw concealNotFound(access, identity, request, err);
+      } finally {
+        inFlight--;
       }
       if (access.kind === "response-owner") {
         authorizeResponse(access, identity, request, fromBinary(method.output, response));

@@ -100,6 +100,7 @@ export async function startGateway(deps: GatewayDeps) {
     backends,
     defaultTimeoutMs: config.defaultTimeoutMs,
     maxTimeoutMs: config.maxTimeoutMs,
+    maxInFlight: config.maxInFlight,
   });
   // Every public call runs through these, on the Connect path and the gRPC fast path alike.
   // Without an exporter a span would be a no-op that still costs time on every call.

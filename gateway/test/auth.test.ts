@@ -188,6 +188,7 @@ describe("configuration", () => {
       defaultTimeoutMs: 10_000,
       maxTimeoutMs: 30_000,
       maxConcurrentStreams: 100,
+      maxInFlight: 128,
       corsOrigins: [],
     });
   });
