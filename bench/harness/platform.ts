@@ -52,6 +52,9 @@ export function createPlatform(): Platform {
   };
 
   async function start(options: RunnableOptions): Promise<Runnable> {
+    // A second process under one name would never be stopped: the first one is forgotten.
+    const previous = running.get(options.name);
+    if (previous && previous.exitCode() === null) throw new Error(`${options.name} is running`);
     const runnable = await startRunnable(options);
     running.set(options.name, runnable);
     return runnable;
