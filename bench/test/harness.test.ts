@@ -47,7 +47,9 @@ describe("load generators against the echo reference", () => {
     expect(result.sendLag?.count).toBe(200);
     expect(result.latency.p50).toBeGreaterThan(0);
     expect(result.latency.max).toBeGreaterThanOrEqual(result.latency.p99);
-    expect(Object.keys(result.usage).sort()).toEqual(["echo", "generator", "machine"]);
+    // "steal" appears too when the hypervisor took CPU from this machine during the run.
+    const measured = Object.keys(result.usage).filter((name) => name !== "steal");
+    expect(measured.sort()).toEqual(["echo", "generator", "machine"]);
     expect(result.usage.machine?.cpuSeconds).toBeGreaterThanOrEqual(
       result.usage.echo?.cpuSeconds ?? 0,
     );
