@@ -1,7 +1,7 @@
 import { createMetrics, startMetricsServer } from "@coinmesh/lib/metrics";
 import { createRedis, whenRedisReady } from "@coinmesh/lib/redis";
 import { runMain } from "@coinmesh/lib/runtime";
-import { telemetrySettings } from "@coinmesh/lib/telemetry";
+import { telemetrySettings } from "@coinmesh/lib/telemetry-settings";
 import { readConfig } from "./config.ts";
 import { startGateway } from "./gateway.ts";
 
