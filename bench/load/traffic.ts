@@ -35,7 +35,7 @@ interface Clients {
 function transportFor(protocol: LoadProtocol, baseUrl: string): Transport {
   switch (protocol) {
     case "connect-json":
-      return createConnectTransport({ baseUrl, httpVersion: "1.1" });
+      return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false });
     case "connect-proto":
       return createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true });
     case "grpc-web":

@@ -26,7 +26,8 @@ import { GET_RATE, sampleGetRate } from "./get-rate.ts";
 
 /** The real clients a browser or service would use, each speaking one protocol over HTTP/2. */
 const TRANSPORTS: Record<Protocol, (baseUrl: string) => Transport> = {
-  "connect-json": (baseUrl) => createConnectTransport({ baseUrl, httpVersion: "2" }),
+  "connect-json": (baseUrl) =>
+    createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: false }),
   "connect-proto": (baseUrl) =>
     createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true }),
   "grpc-web": (baseUrl) => createGrpcWebTransport({ baseUrl, httpVersion: "2" }),

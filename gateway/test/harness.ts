@@ -123,12 +123,13 @@ function transportOf(
     return { httpVersion: "2" as const, sessionManager };
   };
   switch (protocol) {
+    // connect-node's Connect transport speaks binary unless told otherwise.
     case "connect-json-h1":
-      return createConnectTransport({ baseUrl, httpVersion: "1.1" });
+      return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false });
     case "connect-binary-h1":
       return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true });
     case "connect-json-h2":
-      return createConnectTransport({ baseUrl, ...h2() });
+      return createConnectTransport({ baseUrl, ...h2(), useBinaryFormat: false });
     case "connect-binary-h2":
       return createConnectTransport({ baseUrl, ...h2(), useBinaryFormat: true });
     case "grpc-web-h1":

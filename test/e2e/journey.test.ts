@@ -34,7 +34,8 @@ afterAll(async () => {
 });
 
 const PROTOCOLS: Record<string, (baseUrl: string) => Transport> = {
-  "Connect JSON": (baseUrl) => createConnectTransport({ baseUrl, httpVersion: "1.1" }),
+  "Connect JSON": (baseUrl) =>
+    createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false }),
   "Connect binary": (baseUrl) =>
     createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true }),
   "gRPC-web": (baseUrl) => createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),
