@@ -10,20 +10,20 @@ import {
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
-import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
 import type { Admission } from "./admission.ts";
 import type { Access } from "./authorization.ts";
 import type { ForwardCall, Forwarding, HeaderReader } from "./forward.ts";
-import { readBody, respond, respondError, unwrap } from "./grpc-framing.ts";
+import { createWireSelector, type Wire } from "./wires.ts";
 
 /**
- * gRPC unary calls over HTTP/2 (what grpc-js, grpc-go and load tools send) served straight on
- * the http2 stream instead of through connect-node's generic pipeline, which costs several
- * times what a grpc-js server does per call (gateway/README.md, Performance). The request bytes
- * go to the backend as received and the backend's bytes come back as they are. Admission,
- * authorization, forwarding and the Connect interceptors are the same as on the Connect path;
- * protocol errors mirror connect-node's gRPC handler. Anything else (gRPC-web, JSON codec,
- * compression, streams) is left to connect-node.
+ * Unary calls over HTTP/2 in gRPC, gRPC-web (binary) and Connect (binary and JSON) served
+ * straight on the http2 stream instead of through connect-node's generic pipeline, which costs
+ * several times what a grpc-js server does per call (gateway/README.md, Performance). Binary
+ * request bytes go to the backend as received and the backend's bytes come back as they are.
+ * Admission, authorization, forwarding and the Connect interceptors are the same as on the
+ * Connect path; protocol errors mirror connect-node's handlers (wires.ts). Anything else
+ * (HTTP/1.1, Connect GET, compression, gRPC-web text, browsers' CORS, streams) is left to
+ * connect-node.
  */
 export interface FastPathDeps {
   routes: ReadonlyMap<DescMethod, Access>;
@@ -36,12 +36,12 @@ export interface FastPathDeps {
 
 interface FastCall {
   call: ForwardCall;
-  body: Uint8Array;
+  /** The request's bytes when they can be forwarded as they are. */
+  forward: Uint8Array | undefined;
 }
 
 const RAW = Symbol("raw response bytes");
 const fastCallKey = createContextKey<FastCall | undefined>(undefined, { description: "fast" });
-const GRPC_CONTENT_TYPES = new Set(["application/grpc", "application/grpc+proto"]);
 
 /** Node's headers read like fetch Headers, without building one (undici's validates each). */
 function headerReader(headers: IncomingHttpHeaders): HeaderReader {
@@ -63,16 +63,9 @@ function webHeaders(headers: IncomingHttpHeaders): Headers {
   return out;
 }
 
-function parse(method: DescMethod, bytes: Uint8Array): unknown {
-  try {
-    return fromBinary(method.input, bytes);
-  } catch (err) {
-    throw new ConnectError(`parse binary: ${(err as Error).message}`, Code.Internal);
-  }
-}
-
-export function createGrpcFastPath(deps: FastPathDeps) {
-  const { admission, forwarding, maxMessageBytes, log } = deps;
+export function createFastPath(deps: FastPathDeps) {
+  const { admission, forwarding, log } = deps;
+  const wireOf = createWireSelector(deps.maxMessageBytes);
   const routes = new Map<string, [DescMethod, Access]>();
   for (const [method, access] of deps.routes) {
     if (method.methodKind === "unary") {
@@ -83,7 +76,7 @@ export function createGrpcFastPath(deps: FastPathDeps) {
   // The innermost step of the interceptor chain, composed once: forward the received bytes.
   const forward = async (req: UnaryRequest): Promise<UnaryResponse> => {
     const fast = req.contextValues.get(fastCallKey) as FastCall;
-    const bytes = await forwarding.unary(fast.call, req.message, fast.body);
+    const bytes = await forwarding.unary(fast.call, req.message, fast.forward);
     let message: unknown;
     return {
       stream: false,
@@ -107,6 +100,7 @@ export function createGrpcFastPath(deps: FastPathDeps) {
   async function handle(
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
+    wire: Wire,
     [method, access]: [DescMethod, Access],
     peer: string | undefined,
   ) {
@@ -118,16 +112,16 @@ export function createGrpcFastPath(deps: FastPathDeps) {
       if (!finished) controller.abort(new ConnectError("the client cancelled", Code.Canceled));
     });
     // Read from the start: an http2 stream that ends before anyone listens never says "end".
-    const received = readBody(stream, maxMessageBytes);
+    const received = wire.read(stream, headers);
     received.catch(() => {});
     try {
       const header = headerReader(headers);
       const identity = await admission.admit(method, access, header, peer);
-      const timeout = parseTimeout(header.get("grpc-timeout"), Number.MAX_SAFE_INTEGER);
+      const timeout = wire.timeout(headers);
       if (timeout.error) throw timeout.error;
-      const body = unwrap(await received);
+      const body = wire.unwrap(await received);
       bodyRead = true;
-      const request = parse(method, body);
+      const { message: request, forward } = wire.parse(method, body);
       const call: ForwardCall = {
         method,
         access,
@@ -139,7 +133,7 @@ export function createGrpcFastPath(deps: FastPathDeps) {
             ? undefined
             : Math.max(0, timeout.timeoutMs - (performance.now() - arrivedAt)),
       };
-      const contextValues = createContextValues().set(fastCallKey, { call, body });
+      const contextValues = createContextValues().set(fastCallKey, { call, forward });
       let webHeader: Headers | undefined;
       const res = await chain({
         stream: false,
@@ -156,12 +150,12 @@ export function createGrpcFastPath(deps: FastPathDeps) {
         contextValues,
         message: request,
       } as UnaryRequest);
-      respond(stream, (res as unknown as { [RAW]: Uint8Array })[RAW]);
+      wire.respond(stream, method, (res as unknown as { [RAW]: Uint8Array })[RAW]);
     } catch (err) {
       if (!(err instanceof ConnectError)) log.error({ err, rpc: method.name }, "unexpected error");
       const error =
         err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal);
-      respondError(stream, error, !bodyRead);
+      wire.respondError(stream, error, !bodyRead);
     } finally {
       finished = true;
     }
@@ -174,19 +168,12 @@ export function createGrpcFastPath(deps: FastPathDeps) {
       headers: IncomingHttpHeaders,
       peer: string | undefined,
     ): boolean {
-      const contentType = headers["content-type"];
-      const encoding = headers["grpc-encoding"];
-      const route =
-        headers[":method"] === "POST" &&
-        contentType !== undefined &&
-        GRPC_CONTENT_TYPES.has(contentType) &&
-        (encoding === undefined || encoding === "identity")
-          ? routes.get(headers[":path"] as string)
-          : undefined;
-      if (route === undefined) return false;
+      const wire = wireOf(headers);
+      const route = wire && routes.get(headers[":path"] as string);
+      if (route === undefined || wire === undefined) return false;
       // A reset by the client surfaces here; the call's signal already reports it.
       stream.on("error", () => {});
-      void handle(stream, headers, route, peer);
+      void handle(stream, headers, wire, route, peer);
       return true;
     },
   };

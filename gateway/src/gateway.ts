@@ -17,8 +17,8 @@ import { createAdmission } from "./admission.ts";
 import { AUTH_FAILURE_REASONS, createAuthenticator } from "./auth.ts";
 import { accessTable } from "./authorization.ts";
 import type { GatewayConfig } from "./config.ts";
+import { createFastPath } from "./fast-path.ts";
 import { createForwarding } from "./forward.ts";
-import { createGrpcFastPath } from "./grpc-fast-path.ts";
 import { createHealth } from "./health.ts";
 import { createMemoryRateLimiter, createRedisRateLimiter } from "./rate-limit.ts";
 import { gatewayRoutes, peerKey } from "./routes.ts";
@@ -36,13 +36,14 @@ export interface GatewayDeps {
   tracing?: boolean;
 }
 
-/** One long-lived grpc-js channel per backend process, shared by the services it serves. */
+/** One long-lived connection per backend process, shared by the services it serves. */
 function createBackends(deps: GatewayDeps) {
   const { config, metrics } = deps;
   const forwarder = (address: string, services: DescService[]) =>
     createForwarder(address, {
       methods: services.flatMap((s) => s.methods),
       observer: metrics.client,
+      tracing: deps.tracing,
     });
   const user = forwarder(config.backends.user, [UserService]);
   const order = forwarder(config.backends.order, [AccountService, OrderService]);
@@ -124,7 +125,7 @@ export async function startGateway(deps: GatewayDeps) {
       key: readFileSync(config.tls.keyFile),
     },
     connect,
-    fastPath: createGrpcFastPath({
+    fastPath: createFastPath({
       routes: accessTable,
       admission,
       forwarding,

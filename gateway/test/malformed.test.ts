@@ -108,20 +108,88 @@ describe.each([
   });
 });
 
-describe("Connect over HTTP/1.1", () => {
+interface Answer {
+  status: number;
+  header(name: string): string | null;
+  body: Buffer;
+}
+
+/** One request over HTTP/1.1 (fetch; connect-node serves it). */
+async function h1(
+  path: string,
+  init: { method?: string; body?: string | Buffer; headers?: Record<string, string> },
+): Promise<Answer> {
+  const res = await fetch(`${url}${path}`, {
+    method: init.method ?? "POST",
+    body: init.body,
+    headers: init.headers,
+  });
+  return {
+    status: res.status,
+    header: (n) => res.headers.get(n),
+    body: Buffer.from(await res.arrayBuffer()),
+  };
+}
+
+/** One request over HTTP/2 (the fast path serves POSTs it knows; connect-node the rest). */
+async function h2(
+  path: string,
+  init: { method?: string; body?: string | Buffer; headers?: Record<string, string> },
+): Promise<Answer> {
+  const session = http2.connect(url);
+  session.on("error", () => {});
+  try {
+    const req = session.request({
+      ":method": init.method ?? "POST",
+      ":path": path,
+      ...init.headers,
+    });
+    req.on("error", () => {});
+    const chunks: Buffer[] = [];
+    const head = new Promise<http2.IncomingHttpHeaders>((resolve) => req.once("response", resolve));
+    req.on("data", (c: Buffer) => chunks.push(c));
+    const closed = new Promise((resolve) => req.once("close", resolve));
+    req.end(init.body);
+    const headers = await head;
+    await closed;
+    return {
+      status: Number(headers[":status"]),
+      header: (n) => (headers[n] === undefined ? null : String(headers[n])),
+      body: Buffer.concat(chunks),
+    };
+  } finally {
+    session.close();
+  }
+}
+
+describe.each([
+  ["HTTP/1.1", h1],
+  ["HTTP/2", h2],
+])("Connect over %s", (_version, send) => {
   const post = (body: string | Buffer, headers: Record<string, string>, path = CREATE_USER) =>
-    fetch(`${url}${path}`, { method: "POST", body, headers });
-  const codeOf = async (res: Response) => ((await res.json()) as { code: string }).code;
+    send(path, { body, headers });
+  const codeOf = (res: Answer) => (JSON.parse(res.body.toString()) as { code: string }).code;
+
+  it("answers a valid call in JSON and in binary", async () => {
+    const json = await post('{"email": "j@example.com", "displayName": "J"}', {
+      "content-type": "application/json",
+    });
+    expect(json.status).toBe(200);
+    expect(JSON.parse(json.body.toString())).toMatchObject({ user: { id: "j@example.com" } });
+    const binary = await post(valid, { "content-type": "application/proto" });
+    expect(binary.status).toBe(200);
+    expect(binary.header("content-type")).toBe("application/proto");
+  });
 
   it("answers JSON that does not parse with invalid_argument", async () => {
     const res = await post("{not json", { "content-type": "application/json" });
     expect(res.status).toBe(400);
-    expect(await codeOf(res)).toBe("invalid_argument");
+    expect(codeOf(res)).toBe("invalid_argument");
   });
 
   it("answers JSON of the wrong shape with invalid_argument", async () => {
     const res = await post('{"email": 5}', { "content-type": "application/json" });
-    expect(await codeOf(res)).toBe("invalid_argument");
+    expect(codeOf(res)).toBe("invalid_argument");
   });
 
   it("refuses an unknown content type with 415", async () => {
@@ -133,14 +201,14 @@ describe("Connect over HTTP/1.1", () => {
     const res = await post(Buffer.from([0xff, 0xff, 0xff]), {
       "content-type": "application/proto",
     });
-    expect(await codeOf(res)).toBe("internal");
+    expect(codeOf(res)).toBe("internal");
   });
 
   it("refuses a body over MAX_MESSAGE_BYTES with resource_exhausted", async () => {
     const email = "x".repeat(2 * MAX);
     const res = await post(JSON.stringify({ email }), { "content-type": "application/json" });
     expect(res.status).toBe(429);
-    expect(await codeOf(res)).toBe("resource_exhausted");
+    expect(codeOf(res)).toBe("resource_exhausted");
   });
 
   it("refuses a malformed timeout with invalid_argument", async () => {
@@ -148,26 +216,52 @@ describe("Connect over HTTP/1.1", () => {
       "content-type": "application/json",
       "connect-timeout-ms": "-5",
     });
-    expect(await codeOf(res)).toBe("invalid_argument");
+    expect(codeOf(res)).toBe("invalid_argument");
   });
 
   it("answers a GET whose message does not parse with invalid_argument", async () => {
-    const res = await fetch(
-      `${url}/coinmesh.rate.v1.RateService/GetRate?encoding=json&message=%7B`,
-    );
-    expect(await codeOf(res)).toBe("invalid_argument");
+    const res = await send("/coinmesh.rate.v1.RateService/GetRate?encoding=json&message=%7B", {
+      method: "GET",
+    });
+    expect(codeOf(res)).toBe("invalid_argument");
   });
 
   it("answers an unknown path with 404", async () => {
     const res = await post("{}", { "content-type": "application/json" }, "/no.such.Service/Nope");
     expect(res.status).toBe(404);
   });
+});
 
-  it("refuses a gRPC-web frame that is cut short", async () => {
-    const res = await post(frame(valid.subarray(0, 4), 0, valid.length), {
-      "content-type": "application/grpc-web+proto",
+describe.each([
+  ["HTTP/1.1", h1],
+  ["HTTP/2", h2],
+])("gRPC-web over %s", (_version, send) => {
+  /** The grpc-status a gRPC-web answer carries, in its headers or its trailer envelope. */
+  async function statusOf(body: Buffer) {
+    const res = await send(CREATE_USER, {
+      body,
+      headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" },
     });
-    expect(res.headers.get("grpc-status") ?? (await res.text())).toMatch(/3|grpc-status:3/);
+    expect(res.status).toBe(200);
+    const inHeaders = res.header("grpc-status");
+    if (inHeaders !== null) return inHeaders;
+    for (let at = 0; at + 5 <= res.body.length; at += 5 + res.body.readUInt32BE(at + 1)) {
+      if (((res.body[at] as number) & 0x80) === 0) continue;
+      const trailer = res.body.subarray(at + 5, at + 5 + res.body.readUInt32BE(at + 1));
+      return /grpc-status: ?(\d+)/.exec(trailer.toString())?.[1];
+    }
+    return undefined;
+  }
+
+  it.each([
+    ["a valid call", "0", frame(valid)],
+    ["an incomplete envelope", "3", Buffer.from([0, 0, 0])],
+    ["a frame that is cut short", "3", frame(valid.subarray(0, 4), 0, valid.length)],
+    ["bytes that are not protobuf", "13", frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]))],
+    ["a compressed flag without an encoding", "13", frame(valid, 1)],
+    ["a message over MAX_MESSAGE_BYTES", "8", frame(Buffer.alloc(2 * MAX, 1))],
+  ])("answers %s with status %s", async (_name, status, body) => {
+    expect(await statusOf(body)).toBe(status);
   });
 });
 
@@ -199,8 +293,9 @@ it("still serves valid calls after all of that", async () => {
   const users = probe.gateway.client(UserService, "grpc");
   const res = await users.createUser({ email: "after@example.com", displayName: "After" });
   expect(res.user?.id).toBe("after@example.com");
-  const h1 = probe.gateway.client(UserService, "connect-json-h1");
-  expect((await h1.createUser({ email: "b@example.com", displayName: "B" })).user?.id).toBe(
-    "b@example.com",
-  );
+  for (const protocol of ["connect-json-h1", "connect-binary-h2", "grpc-web-h2"] as const) {
+    const client = probe.gateway.client(UserService, protocol);
+    const email = `${protocol}@example.com`;
+    expect((await client.createUser({ email, displayName: "B" })).user?.id).toBe(email);
+  }
 });

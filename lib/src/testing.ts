@@ -116,11 +116,17 @@ export interface TestServer extends RunningGrpcServer {
   stop(): Promise<void>;
 }
 
-/** Serves the given services on 127.0.0.1:0 and hands out clients that are closed on stop. */
-export async function startTestServer(services: ServiceRegistration[]): Promise<TestServer> {
+/**
+ * Serves the given services on 127.0.0.1 (port 0 unless a test restarts a server on its old
+ * port) and hands out clients that are closed on stop.
+ */
+export async function startTestServer(
+  services: ServiceRegistration[],
+  port = 0,
+): Promise<TestServer> {
   const server = await startGrpcServer({
     host: "127.0.0.1",
-    port: 0,
+    port,
     services,
     log: silentLogger(),
   });
