@@ -78,7 +78,7 @@ export function readConfig(env: Record<string, string | undefined>): GatewayConf
     corsOrigins: read.list("CORS_ORIGINS"),
     tls: certFile && keyFile ? { certFile, keyFile } : undefined,
     maxConcurrentStreams: read.int("MAX_CONCURRENT_STREAMS", 100, 1, 10_000),
-    maxInFlight: read.int("MAX_IN_FLIGHT", 128, 1, 100_000),
+    maxInFlight: read.int("MAX_IN_FLIGHT", 512, 1, 100_000),
     headersTimeoutMs: read.int("HEADERS_TIMEOUT_MS", 10_000, 100, 600_000),
     idleTimeoutMs: read.int("IDLE_TIMEOUT_MS", 120_000, 1_000, 3_600_000),
   };

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { type DescMethod, fromBinary } from "@bufbuild/protobuf";
+import type { CallObserver } from "@coinmesh/lib/grpc-service";
 import type { Logger } from "@coinmesh/lib/log";
 import {
   Code,
@@ -30,6 +31,8 @@ export interface FastPathDeps {
   admission: Admission;
   forwarding: Forwarding;
   interceptors: Interceptor[];
+  /** Counts calls refused before they reach the interceptors. */
+  observer: CallObserver;
   maxMessageBytes: number;
   log: Logger;
 }
@@ -173,6 +176,14 @@ export function createFastPath(deps: FastPathDeps) {
       if (route === undefined || wire === undefined) return false;
       // A reset by the client surfaces here; the call's signal already reports it.
       stream.on("error", () => {});
+      // At capacity the call is refused before its body is read or its token verified.
+      const refusal = forwarding.refusal();
+      if (refusal) {
+        deps.observer.started(route[0]);
+        deps.observer.handled(route[0], refusal.code as number, 0);
+        wire.respondError(stream, refusal, true);
+        return true;
+      }
       void handle(stream, headers, wire, route, peer);
       return true;
     },

@@ -1,4 +1,4 @@
-import { randomFillSync, randomUUID } from "node:crypto";
+import { randomFillSync } from "node:crypto";
 import { type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ADMIN_HEADER, REQUEST_ID_HEADER, SUBJECT_HEADER } from "@coinmesh/lib/call-context";
 import type { Forwarder } from "@coinmesh/lib/grpc-forward";
@@ -45,6 +45,13 @@ function randomHex(bytes: number): string {
   return pool.toString("hex", poolOffset - bytes, poolOffset);
 }
 
+/** A random version-4 UUID from the pool. */
+function randomId(): string {
+  const hex = randomHex(16);
+  const variant = "89ab"[Number.parseInt(hex[16] as string, 16) & 3];
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20)}`;
+}
+
 const TRACEPARENT = /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/;
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 // Client headers passed on besides the ones the gateway sets; anything else (including any
@@ -59,7 +66,7 @@ function outboundMetadata(header: HeaderReader, identity: Identity | undefined) 
   const requestId = header.get(REQUEST_ID_HEADER);
   const traceparent = header.get("traceparent");
   const metadata: Record<string, string> = {
-    [REQUEST_ID_HEADER]: requestId && REQUEST_ID.test(requestId) ? requestId : randomUUID(),
+    [REQUEST_ID_HEADER]: requestId && REQUEST_ID.test(requestId) ? requestId : randomId(),
     // With tracing on, the grpc-js instrumentation replaces this with the gateway's own span.
     traceparent:
       traceparent && TRACEPARENT.test(traceparent)
@@ -89,6 +96,11 @@ export function createForwarding({
   maxInFlight,
 }: ForwardingDeps) {
   let inFlight = 0;
+  const atCapacity = () =>
+    new ConnectError(
+      `the gateway is at capacity (${maxInFlight} calls in flight); retry with backoff`,
+      Code.ResourceExhausted,
+    );
   const backendOf = (method: DescMethod) => {
     const backend = backends.get(method.parent);
     if (!backend) throw new Error(`no backend for ${method.parent.typeName}`);
@@ -96,6 +108,11 @@ export function createForwarding({
   };
 
   return {
+    /** The refusal a new unary call gets right now, before any work is spent on it. */
+    refusal(): ConnectError | undefined {
+      return inFlight >= maxInFlight ? atCapacity() : undefined;
+    },
+
     async unary(
       call: ForwardCall,
       request: unknown,
@@ -104,12 +121,7 @@ export function createForwarding({
       const { method, access, identity } = call;
       authorizeRequest(method, access, identity, request);
       // Under overload a quick refusal beats a queue in which every call misses its deadline.
-      if (inFlight >= maxInFlight) {
-        throw new ConnectError(
-          `the gateway is at capacity (${maxInFlight} calls in flight); retry with backoff`,
-          Code.ResourceExhausted,
-        );
-      }
+      if (inFlight >= maxInFlight) throw atCapacity();
       const timeoutMs = Math.min(call.timeoutMs ?? defaultTimeoutMs, maxTimeoutMs);
       let response: Uint8Array;
       inFlight++;

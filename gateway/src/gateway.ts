@@ -130,6 +130,7 @@ export async function startGateway(deps: GatewayDeps) {
       admission,
       forwarding,
       interceptors,
+      observer: metrics.server,
       maxMessageBytes: config.maxMessageBytes,
       log,
     }),

@@ -40,23 +40,45 @@ afterAll(async () => {
   await backend?.stop();
 });
 
-describe("capacity", () => {
-  it("refuses calls past MAX_IN_FLIGHT at once with RESOURCE_EXHAUSTED, then recovers", async () => {
-    const rates = gateway.client(RateService, "connect-binary-h2");
+// The fast path (HTTP/2) refuses before reading the body; connect-node's path before forwarding.
+describe.each(["connect-binary-h2", "grpc", "connect-json-h1"] as const)(
+  "capacity over %s",
+  (protocol) => {
+    it("refuses calls past MAX_IN_FLIGHT at once with RESOURCE_EXHAUSTED, then recovers", async () => {
+      const rates = gateway.client(RateService, protocol);
+      const first = rates.getRate({ base: "BTC", quote: "USD" });
+      await new Promise((r) => setTimeout(r, 200));
+      const startedAt = Date.now();
+      const refused = await rates.getRate({ base: "BTC", quote: "EUR" }).then(
+        () => undefined,
+        (err: unknown) => ConnectError.from(err),
+      );
+      expect(refused?.code).toBe(Code.ResourceExhausted);
+      expect(Date.now() - startedAt).toBeLessThan(1_000);
+      release();
+      expect((await first).rate?.quote).toBe("USD");
+      const again = rates.getRate({ base: "BTC", quote: "XAU" });
+      await new Promise((r) => setTimeout(r, 100));
+      release();
+      expect((await again).rate?.quote).toBe("XAU");
+    });
+  },
+);
+
+it.each(["connect-binary-h2", "grpc-web-h2", "grpc"] as const)(
+  "over %s, refuses at capacity before spending anything on the call (not even its token)",
+  async (protocol) => {
+    const rates = gateway.client(RateService, protocol);
     const first = rates.getRate({ base: "BTC", quote: "USD" });
     await new Promise((r) => setTimeout(r, 200));
-    const startedAt = Date.now();
-    const refused = await rates.getRate({ base: "BTC", quote: "EUR" }).then(
-      () => undefined,
-      (err: unknown) => ConnectError.from(err),
-    );
+    const refused = await rates
+      .getRate({ base: "BTC", quote: "EUR" }, { headers: { authorization: "Bearer not-a-jwt" } })
+      .then(
+        () => undefined,
+        (err: unknown) => ConnectError.from(err),
+      );
     expect(refused?.code).toBe(Code.ResourceExhausted);
-    expect(Date.now() - startedAt).toBeLessThan(1_000);
     release();
-    expect((await first).rate?.quote).toBe("USD");
-    const again = rates.getRate({ base: "BTC", quote: "XAU" });
-    await new Promise((r) => setTimeout(r, 100));
-    release();
-    expect((await again).rate?.quote).toBe("XAU");
-  });
-});
+    await first;
+  },
+);
