@@ -18,6 +18,13 @@ const DEADLINE_MS = 1_000;
 /** "Quickly": a rejection must come back within this (p99), far from the callers' deadline. */
 const QUICK_REJECTION_MS = 250;
 const REJECTIONS = ["RESOURCE_EXHAUSTED", "UNAVAILABLE"];
+/**
+ * HTTP/2 connections per generator worker. The gateway lets each connection open at most
+ * MAX_CONCURRENT_STREAMS (100) streams and a client queues the rest on its own side, out of the
+ * gateway's sight; 200 callers would hold a connection each. With enough connections the whole
+ * backlog reaches the gateway, which is where the target expects it to be refused.
+ */
+const CONNECTIONS_PER_WORKER = 8;
 
 export const overloadScenario: Scenario = {
   name: "overload",
@@ -45,6 +52,7 @@ export const overloadScenario: Scenario = {
       origin: origin(gateway),
       requests,
       workers: ctx.generatorWorkers,
+      connectionsPerWorker: CONNECTIONS_PER_WORKER,
       warmupMs: ctx.warmupS * 1000,
       timeoutMs: 10_000,
       deadlineMs: DEADLINE_MS,
