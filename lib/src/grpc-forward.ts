@@ -1,4 +1,5 @@
 import http2, { type ClientHttp2Session, type IncomingHttpHeaders } from "node:http2";
+import net from "node:net";
 import { type DescMethod, fromBinary } from "@bufbuild/protobuf";
 import { StatusSchema } from "@coinmesh/proto/google/rpc/status_pb";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -169,11 +170,21 @@ const tracer = () => trace.getTracer("coinmesh-forward");
 /** One HTTP/2 session to a backend, opened on first use and again after it ends. */
 function createSession(address: string) {
   const authority = address.replace(/^dns:(\/\/[^/]*\/)?/, "");
+  const url = new URL(`http://${authority}`);
   let session: ClientHttp2Session | undefined;
   let lastError: Error | undefined;
 
   function open(): ClientHttp2Session {
-    const s = http2.connect(`http://${authority}`, { settings: { enablePush: false } });
+    const s = http2.connect(url, {
+      settings: { enablePush: false },
+      // Small frames go out at once: Nagle's algorithm would hold them for the peer's ACK.
+      createConnection: () =>
+        net.connect({
+          host: url.hostname.replace(/^\[|\]$/g, ""),
+          port: Number(url.port),
+          noDelay: true,
+        }),
+    });
     const forget = () => {
       if (session === s) session = undefined;
     };
