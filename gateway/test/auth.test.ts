@@ -188,7 +188,7 @@ describe("configuration", () => {
       defaultTimeoutMs: 10_000,
       maxTimeoutMs: 30_000,
       maxConcurrentStreams: 100,
-      maxInFlight: 128,
+      maxInFlight: 512,
       corsOrigins: [],
     });
   });
