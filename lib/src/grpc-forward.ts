@@ -175,6 +175,8 @@ function createSession(address: string) {
   let lastError: Error | undefined;
 
   function open(): ClientHttp2Session {
+    // A failure is reported with the reason of the session it happened on.
+    lastError = undefined;
     const s = http2.connect(url, {
       settings: { enablePush: false },
       // Small frames go out at once: Nagle's algorithm would hold them for the peer's ACK.
@@ -192,8 +194,12 @@ function createSession(address: string) {
       lastError = err;
       forget();
     });
-    // After GOAWAY (a backend draining) new calls go to a new session; open ones finish here.
-    s.once("goaway", forget);
+    // After GOAWAY (a backend draining) new calls go to a new session; open ones finish here,
+    // then the session closes.
+    s.once("goaway", () => {
+      forget();
+      s.close();
+    });
     s.once("close", () => {
       forget();
       clearInterval(keepalive);
