@@ -84,11 +84,17 @@ export async function startRunnable(options: RunnableOptions): Promise<Runnable>
   const port = options.port ?? (await freePort());
   const metricsPort = await freePort();
   const spawnedAt = performance.now();
+  // BENCH_CPU_PROF=<dir>: every process under test writes a V8 CPU profile there when it stops.
+  const profile = process.env.BENCH_CPU_PROF
+    ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
+    : [];
   const child: ChildProcess = spawn(
     process.execPath,
-    options.withoutTelemetry
-      ? [options.entry]
-      : ["--import", "./lib/src/telemetry-register.ts", options.entry],
+    [
+      ...profile,
+      ...(options.withoutTelemetry ? [] : ["--import", "./lib/src/telemetry-register.ts"]),
+      options.entry,
+    ],
     {
       cwd: root,
       env: {
