@@ -71,19 +71,23 @@ describe.skipIf(!kubectl).each(overlays)("%s workloads", (overlay) => {
     expect(objects.length).toBeGreaterThan(0);
   });
 
-  test("probes: native gRPC health on 50051 for backends, /healthz and /readyz for the gateway", () => {
+  test("probes: native gRPC health on the serving port, for every runnable's containers", () => {
     const { deployments } = load(overlay);
-    for (const version of versions) {
-      for (const app of ["user", "order", "rate"]) {
-        const c = template(workload(deployments, app, version)).spec?.containers[0];
-        for (const probe of [c?.startupProbe, c?.readinessProbe, c?.livenessProbe]) {
-          expect(probe?.grpc?.port, `${app} ${version}`).toBe(50051);
+    for (const app of runnables) {
+      const port = app === "gateway" ? 8080 : 50051;
+      for (const version of versions) {
+        for (const c of template(workload(deployments, app, version)).spec?.containers ?? []) {
+          for (const [kind, probe] of Object.entries({
+            startup: c.startupProbe,
+            readiness: c.readinessProbe,
+            liveness: c.livenessProbe,
+          })) {
+            const where = `${app} ${version} ${c.name} ${kind}`;
+            expect(probe?.grpc, where).toEqual({ port });
+            expect(probe?.httpGet ?? probe?.exec ?? probe?.tcpSocket, where).toBeUndefined();
+          }
         }
       }
-      const gw = template(workload(deployments, "gateway", version)).spec?.containers[0];
-      expect(gw?.startupProbe?.httpGet?.path).toBe("/healthz");
-      expect(gw?.livenessProbe?.httpGet?.path).toBe("/healthz");
-      expect(gw?.readinessProbe?.httpGet?.path).toBe("/readyz");
     }
   });
 
