@@ -1,5 +1,5 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { type Any, anyPack } from "@bufbuild/protobuf/wkt";
+import { type Any, anyPack, anyUnpack } from "@bufbuild/protobuf/wkt";
 import {
   BadRequestSchema,
   ErrorInfoSchema,
@@ -100,4 +100,37 @@ export function packDetails(details: ErrorDetails): Any[] {
     packed.push(anyPack(ErrorInfoSchema, create(ErrorInfoSchema, info)));
   }
   return packed;
+}
+
+/**
+ * The details packDetails wrote, read back (from another service's status): BadRequest,
+ * PreconditionFailure and ErrorInfo; other detail types are ignored.
+ */
+export function unpackDetails(packed: readonly Any[]): ErrorDetails {
+  const details: ErrorDetails = {};
+  for (const any of packed) {
+    const badRequest = anyUnpack(any, BadRequestSchema);
+    if (badRequest) {
+      details.fieldViolations = badRequest.fieldViolations.map(({ field, description }) => ({
+        field,
+        description,
+      }));
+      continue;
+    }
+    const precondition = anyUnpack(any, PreconditionFailureSchema);
+    if (precondition) {
+      details.preconditions = precondition.violations.map(({ type, subject, description }) => ({
+        type,
+        subject,
+        description,
+      }));
+      continue;
+    }
+    const info = anyUnpack(any, ErrorInfoSchema);
+    if (info) {
+      details.reason = info.reason;
+      details.metadata = { ...info.metadata };
+    }
+  }
+  return details;
 }

@@ -15,7 +15,7 @@ import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { AppError } from "./errors.ts";
 import type { CallObserver } from "./grpc-service.ts";
-import { codeName, kindOfCode } from "./status.ts";
+import { codeName, detailsOfStatus, kindOfCode } from "./status.ts";
 
 export interface ClientCallOptions {
   /** Absolute deadline in epoch ms; the earlier of this and timeoutMs wins. */
@@ -75,7 +75,7 @@ export function fromServiceError(err: grpc.ServiceError, method: DescMethod): Ap
   return new AppError(
     kindOfCode(err.code),
     `${method.parent.name}.${method.name}: ${err.details || codeName(err.code)}`,
-    {},
+    detailsOfStatus(err.metadata),
     err,
   );
 }

@@ -1,7 +1,13 @@
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { StatusSchema } from "@coinmesh/proto/google/rpc/status_pb";
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
-import { AppError, type ErrorKind, packDetails } from "./errors.ts";
+import {
+  AppError,
+  type ErrorDetails,
+  type ErrorKind,
+  packDetails,
+  unpackDetails,
+} from "./errors.ts";
 
 /** The single mapping of error kinds to gRPC codes; `satisfies` makes the compiler check it is complete. */
 export const statusOfKind = {
@@ -51,4 +57,18 @@ export function toServiceError(err: unknown): Partial<ServiceError> & { code: st
     metadata.set(STATUS_DETAILS_KEY, Buffer.from(toBinary(StatusSchema, body)));
   }
   return { code, details: err.message, metadata };
+}
+
+/**
+ * The google.rpc details of a status received from another service (its
+ * grpc-status-details-bin trailer); empty when there are none or they do not parse.
+ */
+export function detailsOfStatus(metadata: Metadata | undefined): ErrorDetails {
+  const raw = metadata?.get(STATUS_DETAILS_KEY)[0];
+  if (!raw || typeof raw === "string") return {};
+  try {
+    return unpackDetails(fromBinary(StatusSchema, raw).details);
+  } catch {
+    return {};
+  }
 }

@@ -26,7 +26,12 @@ export interface AppDeps {
   rateService: Pick<ServiceClient<typeof RateService>, "getRate" | "listCurrencies">;
   config: Pick<
     OrderConfig,
-    "maxAmount" | "upstreamTimeoutMs" | "currencyCacheMs" | "userCacheSize"
+    | "maxAmount"
+    | "upstreamTimeoutMs"
+    | "currencyCacheMs"
+    | "userCacheSize"
+    | "maxRateAgeMs"
+    | "allowSnapshotRates"
   >;
   metrics: LedgerMetrics;
   log: Logger;
@@ -61,7 +66,13 @@ export function createApp(deps: AppDeps) {
   const orders = createOrders({
     ...shared,
     reads: createOrdersRepository(pool),
-    rates: createRateQuotes({ client: deps.rateService, timeoutMs }),
+    rates: createRateQuotes({
+      client: deps.rateService,
+      timeoutMs,
+      maxAgeMs: config.maxRateAgeMs,
+      allowSnapshot: config.allowSnapshotRates,
+      clock: deps.clock,
+    }),
   });
   return {
     journal: shared.journal,

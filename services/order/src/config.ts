@@ -17,6 +17,10 @@ export interface OrderConfig extends CommonConfig {
   idempotencyKeyTtlMs: number;
   keyCleanupIntervalMs: number;
   databasePoolSize: number;
+  /** Orders refuse a price older than this (its `as_of`), whatever the rate service allows. */
+  maxRateAgeMs: number;
+  /** Whether orders fill at the rate service's bundled snapshot (the embedded default only). */
+  allowSnapshotRates: boolean;
 }
 
 const HOUR = 3_600_000;
@@ -32,9 +36,10 @@ export function readConfig(env: Record<string, string | undefined>): OrderConfig
       `ORDER_MAX_AMOUNT=${JSON.stringify(rawMax)} must be a positive decimal below 1e20 with at most 18 fractional digits`,
     );
   }
+  const databaseUrl = read.url("DATABASE_URL", ["postgres:", "postgresql:"]);
   const config = {
     ...readCommonConfig(read, { port: 50052, metricsPort: 9462 }),
-    databaseUrl: read.url("DATABASE_URL", ["postgres:", "postgresql:"]),
+    databaseUrl,
     userServiceAddress: read.address("USER_SERVICE_ADDR", "127.0.0.1:50051"),
     rateServiceAddress: read.address("RATE_SERVICE_ADDR", "127.0.0.1:50053"),
     maxAmount,
@@ -44,6 +49,8 @@ export function readConfig(env: Record<string, string | undefined>): OrderConfig
     idempotencyKeyTtlMs: read.int("ORDER_IDEMPOTENCY_KEY_TTL_HOURS", 48, 24, 24 * 365) * HOUR,
     keyCleanupIntervalMs: read.int("ORDER_KEY_CLEANUP_INTERVAL_MS", HOUR, 1_000, 24 * HOUR),
     databasePoolSize: read.int("DATABASE_POOL_SIZE", 20, 1, 1_000),
+    maxRateAgeMs: read.int("ORDER_MAX_RATE_AGE_SECONDS", 120, 1, 86_400) * 1_000,
+    allowSnapshotRates: read.bool("ORDER_ALLOW_SNAPSHOT_RATES", databaseUrl === undefined),
   };
   read.done();
   return config;

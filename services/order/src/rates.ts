@@ -1,7 +1,7 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { AppError } from "@coinmesh/lib/errors";
 import type { ServiceClient } from "@coinmesh/lib/grpc-client";
-import type { RateService, RateSource } from "@coinmesh/proto/rate/v1/rate_pb";
+import { type RateService, RateSource } from "@coinmesh/proto/rate/v1/rate_pb";
 import { type Decimal, parseQuotedPrice } from "./amounts.ts";
 import { type Call, callOptions, dependencyFailure } from "./upstream.ts";
 
@@ -19,13 +19,18 @@ export interface RateQuotes {
 }
 
 /**
- * Asks the rate service for every order's price. The rate service decides what is too old: it
- * fails GetRate with UNAVAILABLE past its maximum staleness, and that refusal is passed on. A
- * rate marked stale (past the cache's freshness window, refresh in flight) is still its answer.
+ * Asks the rate service for every order's price, and refuses one too old to fill at. The rate
+ * service fails GetRate with UNAVAILABLE past its own maximum staleness, and that refusal is
+ * passed on; on top of it an order never fills at a price whose `as_of` is older than
+ * `maxAgeMs` (a rate marked stale but younger, served while the cache refreshes, still fills),
+ * nor at the bundled snapshot unless `allowSnapshot` (the offline default).
  */
 export function createRateQuotes(deps: {
   client: Pick<ServiceClient<typeof RateService>, "getRate">;
   timeoutMs: number;
+  maxAgeMs: number;
+  allowSnapshot: boolean;
+  clock: () => Date;
 }): RateQuotes {
   return {
     async quote(asset, quoteCurrency, call) {
@@ -43,6 +48,8 @@ export function createRateQuotes(deps: {
             metadata: { asset, quote_currency: quoteCurrency },
           });
         }
+        // A price the rate service refuses to compute: its reason and details, passed on.
+        if (err instanceof AppError && err.kind === "failed_precondition") throw err;
         throw dependencyFailure(err, `the price of ${pair}`, "RATE_UNAVAILABLE");
       }
       const price = rate && parseQuotedPrice(rate.price);
@@ -52,11 +59,36 @@ export function createRateQuotes(deps: {
           metadata: { price: rate?.price ?? "" },
         });
       }
-      return {
-        price,
-        source: rate.source,
-        asOf: rate.asOf && new Date(timestampMs(rate.asOf)),
-      };
+      const asOf = rate.asOf && new Date(timestampMs(rate.asOf));
+      if (rate.source === RateSource.SNAPSHOT) {
+        if (!deps.allowSnapshot) {
+          throw new AppError(
+            "unavailable",
+            `the price of ${pair} comes from the rate service's bundled snapshot, which orders do not fill at`,
+            {
+              reason: "RATE_STALE",
+              metadata: { source: "SNAPSHOT", as_of: asOf?.toISOString() ?? "" },
+            },
+          );
+        }
+      } else {
+        const ageMs = asOf ? deps.clock().getTime() - asOf.getTime() : Infinity;
+        if (ageMs > deps.maxAgeMs) {
+          const age = asOf ? `${Math.floor(ageMs / 1_000)} s old` : "undated";
+          throw new AppError(
+            "unavailable",
+            `the price of ${pair} is ${age}; orders fill only at a price at most ${deps.maxAgeMs / 1_000} s old`,
+            {
+              reason: "RATE_STALE",
+              metadata: {
+                as_of: asOf?.toISOString() ?? "",
+                max_age_seconds: String(deps.maxAgeMs / 1_000),
+              },
+            },
+          );
+        }
+      }
+      return { price, source: rate.source, asOf };
     },
   };
 }

@@ -34,7 +34,8 @@ const TRANSIENT = new Set<ErrorKind>([
 
 /**
  * The error to return when a dependency failed: UNAVAILABLE for anything transient (nothing was
- * written, a retry may succeed), otherwise the failure itself (an INTERNAL without its text).
+ * written, a retry may succeed); anything else is a fault between the services, so the caller
+ * gets INTERNAL without its text and the cause is logged.
  */
 export function dependencyFailure(err: unknown, what: string, reason: string): unknown {
   if (err instanceof AppError && TRANSIENT.has(err.kind)) {
@@ -45,7 +46,7 @@ export function dependencyFailure(err: unknown, what: string, reason: string): u
       err,
     );
   }
-  return err;
+  return new Error(`${what} failed`, { cause: err });
 }
 
 /**

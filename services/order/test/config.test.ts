@@ -14,6 +14,8 @@ test("runs with no environment at all: embedded database, local neighbours", () 
     rateServiceAddress: "127.0.0.1:50053",
     upstreamTimeoutMs: 2_000,
     idempotencyKeyTtlMs: 48 * 3_600_000,
+    maxRateAgeMs: 120_000,
+    allowSnapshotRates: true,
   });
   expect(config.maxAmount.toFixed()).toBe("1000000000000");
 });
@@ -37,6 +39,17 @@ test("names every bad variable at once", () => {
       expect.stringContaining("ORDER_IDEMPOTENCY_KEY_TTL_HOURS"),
     ]);
   }
+});
+
+test("snapshot rates fill only on the embedded database unless configured; the age bound is set in seconds", () => {
+  const real = "postgres://127.0.0.1/orders";
+  expect(readConfig({ DATABASE_URL: real }).allowSnapshotRates).toBe(false);
+  expect(
+    readConfig({ DATABASE_URL: real, ORDER_ALLOW_SNAPSHOT_RATES: "true" }).allowSnapshotRates,
+  ).toBe(true);
+  expect(readConfig({ ORDER_MAX_RATE_AGE_SECONDS: "30" }).maxRateAgeMs).toBe(30_000);
+  expect(() => readConfig({ ORDER_MAX_RATE_AGE_SECONDS: "0" })).toThrow(ConfigError);
+  expect(() => readConfig({ ORDER_ALLOW_SNAPSHOT_RATES: "maybe" })).toThrow(ConfigError);
 });
 
 test("ORDER_MAX_AMOUNT must fit numeric(38, 18)", () => {

@@ -10,7 +10,7 @@ import {
 } from "@coinmesh/proto/order/v1/order_pb";
 import { RateSource } from "@coinmesh/proto/rate/v1/rate_pb";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
-import { RATE_AS_OF, rejection, startStack } from "./services.ts";
+import { rejection, startStack } from "./services.ts";
 
 let stack: Awaited<ReturnType<typeof startStack>>;
 let accounts: ReturnType<typeof stack.order.connectClient<typeof AccountService>>;
@@ -32,6 +32,7 @@ afterEach(() => {
   stack.rate.rateFailure = undefined;
   stack.rate.delayMs = 0;
   stack.rate.source = RateSource.CACHE;
+  stack.rate.asOf = undefined;
   stack.rate.prices.set("BTC/USD", "64000.5");
 });
 
@@ -52,6 +53,8 @@ describe("PlaceOrder", () => {
   test("a buy pays quantity × price rounded up and records the fill", async () => {
     const userId = await funded({ USD: "1000" });
     stack.rate.prices.set("ETH/USD", "3000.333333333333333333");
+    const asOf = new Date(Math.floor(Date.now() / 1_000) * 1_000 - 4_877); // millisecond part .123
+    stack.rate.asOf = asOf;
     const { order } = await orders.placeOrder({
       userId,
       side: Side.BUY,
@@ -73,7 +76,7 @@ describe("PlaceOrder", () => {
       rateSource: RateSource.CACHE,
     });
     expect(order?.limitPrice).toBeUndefined();
-    expect(order?.rateAsOf && timestampDate(order.rateAsOf)).toEqual(RATE_AS_OF);
+    expect(order?.rateAsOf && timestampDate(order.rateAsOf)).toEqual(asOf);
     expect(await balancesOf(userId)).toEqual({ ETH: "0.1", USD: "699.966666666666666666" });
 
     const { transactions } = await accounts.listTransactions({ userId, pageSize: 1 });
@@ -146,14 +149,72 @@ describe("PlaceOrder", () => {
     expect((await orders.listOrders({ userId })).orders).toEqual([]);
   });
 
-  test("a stale snapshot price is the rate service's answer: the order fills and says so", async () => {
+  test("a price older than ORDER_MAX_RATE_AGE_SECONDS is UNAVAILABLE RATE_STALE and nothing moves", async () => {
+    const userId = await funded({ USD: "100000" });
+    stack.rate.asOf = new Date(Date.now() - 121_000);
+    const error = await rejection(orders.placeOrder(buyBtc(userId, "1")));
+    expect(error.code).toBe("Unavailable");
+    expect(error.message).toMatch(
+      /the price of BTC\/USD is 12\d s old; orders fill only at a price at most 120 s old/,
+    );
+    expect(error.info?.reason).toBe("RATE_STALE");
+    expect(error.info?.metadata.max_age_seconds).toBe("120");
+    expect(await balancesOf(userId)).toEqual({ USD: "100000" });
+    expect((await orders.listOrders({ userId })).orders).toEqual([]);
+
+    // Just inside the bound (a stale-while-revalidate answer) still fills.
+    stack.rate.asOf = new Date(Date.now() - 100_000);
+    const { order } = await orders.placeOrder(buyBtc(userId, "1"));
+    expect(order?.status).toBe(OrderStatus.FILLED);
+  });
+
+  test("a snapshot price is refused unless snapshot rates are allowed", async () => {
     const userId = await funded({ USD: "100000" });
     stack.rate.source = RateSource.SNAPSHOT;
-    const { order } = await orders.placeOrder(buyBtc(userId, "1"));
-    expect(order?.rateSource).toBe(RateSource.SNAPSHOT);
-    expect((await orders.getOrder({ id: order?.id ?? "" })).order?.rateSource).toBe(
-      RateSource.SNAPSHOT,
-    );
+    const error = await rejection(orders.placeOrder(buyBtc(userId, "1")));
+    expect(error.code).toBe("Unavailable");
+    expect(error.message).toContain("bundled snapshot");
+    expect(error.info?.reason).toBe("RATE_STALE");
+    expect(await balancesOf(userId)).toEqual({ USD: "100000" });
+  });
+
+  test("with snapshot rates allowed (the offline default) an old snapshot price fills and says so", async () => {
+    const offline = await startStack({ allowSnapshotRates: true });
+    try {
+      offline.rate.source = RateSource.SNAPSHOT;
+      offline.rate.asOf = new Date("2026-11-20T12:00:00.000Z");
+      const userId = await offline.funded({ USD: "100000" });
+      const client = offline.order.connectClient(OrderService);
+      const { order } = await client.placeOrder(buyBtc(userId, "1"));
+      expect(order?.rateSource).toBe(RateSource.SNAPSHOT);
+      expect((await client.getOrder({ id: order?.id ?? "" })).order?.rateSource).toBe(
+        RateSource.SNAPSHOT,
+      );
+    } finally {
+      await offline.stop();
+    }
+  });
+
+  test("a price the rate service will not compute is its FAILED_PRECONDITION, details included", async () => {
+    const userId = await funded({ USD: "100000" });
+    stack.rate.rateFailure = new AppError("failed_precondition", "out of range", {
+      reason: "PRICE_OUT_OF_RANGE",
+      metadata: { base: "BTC", quote: "USD" },
+    });
+    const error = await rejection(orders.placeOrder(buyBtc(userId, "1")));
+    expect(error.code).toBe("FailedPrecondition");
+    expect(error.info?.reason).toBe("PRICE_OUT_OF_RANGE");
+    expect(error.info?.metadata).toEqual({ base: "BTC", quote: "USD" });
+    expect(await balancesOf(userId)).toEqual({ USD: "100000" });
+  });
+
+  test("an unexpected rate service failure is INTERNAL without its text", async () => {
+    const userId = await funded({ USD: "100000" });
+    stack.rate.rateFailure = new AppError("invalid_argument", "secret internals");
+    const error = await rejection(orders.placeOrder(buyBtc(userId, "1")));
+    expect(error.code).toBe("Internal");
+    expect(error.message).not.toContain("secret");
+    expect(await balancesOf(userId)).toEqual({ USD: "100000" });
   });
 
   test("a price the rate service refuses (too old, upstream down) is UNAVAILABLE and nothing moves", async () => {

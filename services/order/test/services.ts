@@ -54,8 +54,6 @@ export async function startUserService() {
   };
 }
 
-export const RATE_AS_OF = new Date("2026-11-20T12:00:00.123Z");
-
 /** A rate service whose answers each test controls through `state`. */
 export function createRateFake() {
   const state = {
@@ -67,6 +65,8 @@ export function createRateFake() {
       ["XAU/USD", "2400.1"],
     ]),
     source: RateSource.CACHE as RateSource,
+    /** The `as_of` GetRate answers with; unset means a second before the call. */
+    asOf: undefined as Date | undefined,
     /** Thrown by GetRate when set. */
     rateFailure: undefined as AppError | undefined,
     /** Thrown by ListCurrencies when set. */
@@ -105,7 +105,7 @@ export function createRateFake() {
           quote: req.quote,
           price,
           source: state.source,
-          asOf: timestampFromDate(RATE_AS_OF),
+          asOf: timestampFromDate(state.asOf ?? new Date(Date.now() - 1_000)),
           stale: state.source === RateSource.SNAPSHOT,
         },
       };
@@ -124,6 +124,8 @@ export interface OrderServiceOptions {
   rateAddress: string;
   maxAmount?: string;
   upstreamTimeoutMs?: number;
+  maxRateAgeMs?: number;
+  allowSnapshotRates?: boolean;
   metrics?: LedgerMetrics;
 }
 
@@ -148,6 +150,8 @@ export async function startOrderService(options: OrderServiceOptions) {
       upstreamTimeoutMs: timeoutMs,
       currencyCacheMs: 60_000,
       userCacheSize: 1_000,
+      maxRateAgeMs: options.maxRateAgeMs ?? 120_000,
+      allowSnapshotRates: options.allowSnapshotRates ?? false,
     },
     metrics: options.metrics ?? noLedgerMetrics,
     log: silentLogger(),
