@@ -9,15 +9,18 @@ import { onShutdownSignal } from "./shutdown.ts";
  */
 export function runMain(name: string, start: (log: Logger) => Promise<() => Promise<void>>): void {
   const log = createLogger(name);
-  start(log).then(
-    (stop) => onShutdownSignal(log, () => stop().finally(flushTraces)),
-    (err: unknown) => {
-      if (err instanceof ConfigError) log.error(err.message);
-      else log.error({ err }, "failed to start");
-      // Let the log line flush before exiting.
-      setTimeout(() => process.exit(1), 100);
-    },
-  );
+  const started = start(log);
+  // Listening from the first moment: a signal during start-up stops what has started once it has.
+  onShutdownSignal(log, async () => {
+    const stop = await started.catch(() => new Promise<never>(() => {}));
+    await stop().finally(flushTraces);
+  });
+  started.catch((err: unknown) => {
+    if (err instanceof ConfigError) log.error(err.message);
+    else log.error({ err }, "failed to start");
+    // Let the log line flush before exiting.
+    setTimeout(() => process.exit(1), 100);
+  });
 }
 
 /** Exports buffered spans before the process exits (a no-op when tracing is off). */
