@@ -6,7 +6,7 @@ import {
   type TestDatabase,
   type TestServer,
 } from "@coinmesh/lib/testing";
-import { BadRequestSchema } from "@coinmesh/proto/google/rpc/error_details_pb";
+import { BadRequestSchema, ErrorInfoSchema } from "@coinmesh/proto/google/rpc/error_details_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
@@ -50,6 +50,16 @@ function violations(err: ConnectError) {
   return err.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field));
 }
 
+function expectEmailTaken(err: ConnectError, email: string | undefined) {
+  expect(err.code).toBe(Code.AlreadyExists);
+  const [info] = err.findDetails(ErrorInfoSchema);
+  expect(info).toMatchObject({
+    reason: "EMAIL_TAKEN",
+    domain: "coinmesh.dev",
+    metadata: { email },
+  });
+}
+
 describe("CreateUser", () => {
   it("trims and lower-cases the email, trims the name, assigns a UUIDv7", async () => {
     const client = server.connectClient(UserService);
@@ -89,7 +99,24 @@ describe("CreateUser", () => {
     const err = await rejection(
       client.createUser({ email: email.toUpperCase(), displayName: "Second" }),
     );
-    expect(err.code).toBe(Code.AlreadyExists);
+    expectEmailTaken(err, email);
+  });
+
+  it("accepts an email of 254 characters and rejects one of 255", async () => {
+    const client = server.connectClient(UserService);
+    const ofLength = (n: number) => {
+      const local = randomUUID();
+      return `${local}${"a".repeat(n - local.length - "@example.com".length)}@example.com`;
+    };
+    const longest = ofLength(254);
+    const ok = await client.createUser({ email: ` ${longest} `, displayName: "Long" });
+    expect(ok.user?.email).toBe(longest);
+    const err = await rejection(client.createUser({ email: ofLength(255), displayName: "Long" }));
+    expect(err.code).toBe(Code.InvalidArgument);
+    const [detail] = err.findDetails(BadRequestSchema);
+    expect(detail?.fieldViolations.map((v) => [v.field, v.description])).toEqual([
+      ["email", "must be at most 254 characters"],
+    ]);
   });
 });
 
@@ -117,6 +144,12 @@ describe("GetUser", () => {
     const missing = await rejection(client.getUser({ id: uuidv7() }));
     expect(missing.code).toBe(Code.NotFound);
   });
+
+  it("rejects an empty id with INVALID_ARGUMENT", async () => {
+    const err = await rejection(server.connectClient(UserService).getUser({ id: "" }));
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(violations(err)).toEqual(["id"]);
+  });
 });
 
 describe("ListUsers", () => {
@@ -142,9 +175,26 @@ describe("ListUsers", () => {
 
   it("defaults to 50, caps at 500 and rejects negative sizes", async () => {
     const client = server.connectClient(UserService);
+    // Other tests share this database: 501 more users make sure there are over 500 in all.
+    for (let batch = 0; batch < 501; batch += 50) {
+      await Promise.all(
+        Array.from({ length: Math.min(50, 501 - batch) }, () =>
+          client.createUser({ email: unique(), displayName: "Many" }),
+        ),
+      );
+    }
+    const byDefault = await client.listUsers({});
+    expect(byDefault.users).toHaveLength(50);
+    expect(byDefault.nextPageToken).not.toBe("");
+    const capped = await client.listUsers({ pageSize: 100_000 });
+    expect(capped.users).toHaveLength(500);
+    expect(capped.nextPageToken).not.toBe("");
+    expect(capped.users.slice(0, 50).map((u) => u.id)).toEqual(byDefault.users.map((u) => u.id));
+    const next = await client.listUsers({ pageToken: byDefault.nextPageToken });
+    expect(next.users.map((u) => u.id)).toEqual(capped.users.slice(50, 100).map((u) => u.id));
     const err = await rejection(client.listUsers({ pageSize: -1 }));
     expect(err.code).toBe(Code.InvalidArgument);
-    await expect(client.listUsers({ pageSize: 100_000 })).resolves.toBeDefined();
+    expect(violations(err)).toEqual(["page_size"]);
   });
 
   it("rejects a tampered or foreign page token", async () => {
@@ -207,13 +257,40 @@ describe("UpdateUser", () => {
         updateMask: { paths: ["email"] },
       }),
     );
-    expect(taken.code).toBe(Code.AlreadyExists);
+    expectEmailTaken(taken, a.user?.email);
+    expect((await client.getUser({ id: b.user?.id ?? "" })).user?.email).toBe(b.user?.email);
     const missing = await rejection(
       client.updateUser({
         user: { id: uuidv7(), displayName: "X" },
         updateMask: { paths: ["display_name"] },
       }),
     );
+    expect(missing.code).toBe(Code.NotFound);
+  });
+
+  it("rejects an empty or malformed user.id", async () => {
+    const client = server.connectClient(UserService);
+    for (const id of ["", "not-a-uuid"]) {
+      const err = await rejection(
+        client.updateUser({
+          user: { id, displayName: "X" },
+          updateMask: { paths: ["display_name"] },
+        }),
+      );
+      expect(err.code).toBe(Code.InvalidArgument);
+      expect(violations(err)).toEqual(["user.id"]);
+    }
+  });
+
+  it("changes nothing with an empty mask, and still reports unknown users", async () => {
+    const client = server.connectClient(UserService);
+    const { user } = await client.createUser({ email: unique(), displayName: "Same" });
+    const unchanged = await client.updateUser({
+      user: { id: user?.id, displayName: "Other", email: unique() },
+    });
+    expect(unchanged.user).toEqual(user);
+    expect((await client.getUser({ id: user?.id ?? "" })).user).toEqual(user);
+    const missing = await rejection(client.updateUser({ user: { id: uuidv7() } }));
     expect(missing.code).toBe(Code.NotFound);
   });
 });
