@@ -17,6 +17,7 @@ import { createOrdersRepository } from "./orders-repository.ts";
 import { createRateQuotes } from "./rates.ts";
 import { accountHandlers, orderHandlers } from "./server.ts";
 import { createUsersDirectory } from "./users-directory.ts";
+import { createWriteOnce } from "./write-once.ts";
 
 export interface AppDeps {
   pool: Pool;
@@ -43,8 +44,10 @@ export interface AppDeps {
 export function createApp(deps: AppDeps) {
   const { config, pool } = deps;
   const timeoutMs = config.upstreamTimeoutMs;
+  const journal = createJournalRepository(pool, { preparedStatements: deps.preparedStatements });
   const shared = {
-    journal: createJournalRepository(pool, { preparedStatements: deps.preparedStatements }),
+    // Shared by the ledger and the orders: a key is the user's, whichever RPC uses it.
+    writeOnce: createWriteOnce(journal),
     users: createUsersDirectory({
       client: deps.userService,
       timeoutMs,
@@ -75,7 +78,7 @@ export function createApp(deps: AppDeps) {
     }),
   });
   return {
-    journal: shared.journal,
+    journal,
     ledger,
     orders,
     services: [

@@ -24,7 +24,7 @@ import { readPageRequest, toPage } from "./pages.ts";
 import { checkCurrencyCode, checkIdempotencyKey, checkUuid } from "./request-fields.ts";
 import { allInOrder, type Call } from "./upstream.ts";
 import type { UsersDirectory } from "./users-directory.ts";
-import { type JournalStore, type MutatingRequest, writeOnce } from "./write-once.ts";
+import type { MutatingRequest, WriteOnce } from "./write-once.ts";
 
 /** Ledger reads; implemented in ledger-repository.ts. */
 export interface LedgerReads {
@@ -35,7 +35,7 @@ export interface LedgerReads {
 }
 
 export interface LedgerDeps {
-  journal: JournalStore;
+  writeOnce: WriteOnce;
   reads: LedgerReads;
   users: UsersDirectory;
   currencies: CurrencyCatalog;
@@ -54,7 +54,7 @@ interface MoneyRequest {
 
 /** Deposits, withdrawals and transfers: money between users and the outside world. */
 export function createLedger(deps: LedgerDeps) {
-  const { journal, reads, users, currencies, metrics, maxAmount } = deps;
+  const { writeOnce, reads, users, currencies, metrics, maxAmount } = deps;
 
   function readMoney(req: MoneyRequest, violations: ReturnType<typeof createViolations>) {
     return {
@@ -93,7 +93,7 @@ export function createLedger(deps: LedgerDeps) {
       };
       return { entry, response: op.response(transactionMessage(entry)) };
     };
-    return writeOnce(journal, { ...op, prepare }, call);
+    return writeOnce({ ...op, prepare }, call);
   }
 
   const record = (kind: TransactionKind) => (outcome: Outcome) =>

@@ -21,7 +21,7 @@ import type { Quote, RateQuotes } from "./rates.ts";
 import { checkCurrencyCode, checkIdempotencyKey, checkUuid } from "./request-fields.ts";
 import { allInOrder, type Call } from "./upstream.ts";
 import type { UsersDirectory } from "./users-directory.ts";
-import { type JournalStore, writeOnce } from "./write-once.ts";
+import type { WriteOnce } from "./write-once.ts";
 
 /** Order reads; implemented in orders-repository.ts. */
 export interface OrderReads {
@@ -31,7 +31,7 @@ export interface OrderReads {
 }
 
 export interface OrdersDeps {
-  journal: JournalStore;
+  writeOnce: WriteOnce;
   reads: OrderReads;
   users: UsersDirectory;
   currencies: CurrencyCatalog;
@@ -134,7 +134,7 @@ export function fillOrder(
 
 /** Market orders filled against the house at the rate service's price. */
 export function createOrders(deps: OrdersDeps) {
-  const { journal, reads, users, currencies, rates, metrics, maxAmount } = deps;
+  const { writeOnce, reads, users, currencies, rates, metrics, maxAmount } = deps;
 
   return {
     placeOrder: (req: PlaceOrderInput, call: Call) => {
@@ -183,7 +183,6 @@ export function createOrders(deps: OrdersDeps) {
           };
 
           return writeOnce(
-            journal,
             {
               rpc: "PlaceOrder",
               userId,

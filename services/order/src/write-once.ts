@@ -66,18 +66,55 @@ export interface MutatingRequest<Req extends DescMessage, Res extends DescMessag
   }>;
 }
 
-/**
- * Executes a mutating request at most once per (user, key): the first success is stored with its
- * response bytes in the same transaction as its entry, and every retry with the same payload gets
- * those bytes back, even while the first attempt is still running (the key's row lock makes the
- * retry wait for it). Failures store nothing, so retrying a failed request executes it again.
- */
-export async function writeOnce<Req extends DescMessage, Res extends DescMessage>(
-  journal: JournalStore,
+/** Executes a mutating request at most once per (user, key); see createWriteOnce. */
+export type WriteOnce = <Req extends DescMessage, Res extends DescMessage>(
   op: MutatingRequest<Req, Res>,
   call: Call,
-): Promise<MessageShape<Res>> {
-  const request = toBinary(op.requestSchema, create(op.requestSchema, op.request));
+) => Promise<MessageShape<Res>>;
+
+/**
+ * Executes mutating requests at most once per (user, key): the first success is stored with its
+ * response bytes in the same transaction as its entry, and every retry with the same payload gets
+ * those bytes back. Failures store nothing, so retrying a failed request executes it again.
+ *
+ * A retry that arrives while the first attempt is still running waits for it. In this process it
+ * waits before its own preparation, so the first attempt's result is its answer even if its own
+ * checks would fail (a dependency down, a price past the limit). An attempt running in another
+ * process is found only once its transaction has taken the key (the key's row lock makes the retry
+ * wait); before that, a retry whose checks fail answers with its own error (README, Idempotency).
+ */
+export function createWriteOnce(journal: JournalStore): WriteOnce {
+  /** Attempts running in this process by (user, key); each ends with what it stored, if anything. */
+  const running = new Map<string, Promise<StoredResult | undefined>>();
+
+  return async (op, call) => {
+    const request = toBinary(op.requestSchema, create(op.requestSchema, op.request));
+    const id = JSON.stringify([op.userId, op.key]);
+    for (let earlier = running.get(id); earlier; earlier = running.get(id)) {
+      const stored = await earlier;
+      if (stored) return replay(op, request, stored);
+    }
+    const attempt = execute(journal, op, request, call);
+    const settled = attempt.then(
+      (s) => s.stored,
+      () => undefined,
+    );
+    running.set(id, settled);
+    try {
+      return (await attempt).response;
+    } finally {
+      if (running.get(id) === settled) running.delete(id);
+    }
+  };
+}
+
+/** One attempt: its result, and what is stored under its key once it succeeded. */
+async function execute<Req extends DescMessage, Res extends DescMessage>(
+  journal: JournalStore,
+  op: MutatingRequest<Req, Res>,
+  request: Uint8Array,
+  call: Call,
+): Promise<{ response: MessageShape<Res>; stored: StoredResult }> {
   let prepared: Awaited<ReturnType<typeof op.prepare>>;
   try {
     prepared = await op.prepare();
@@ -86,27 +123,28 @@ export async function writeOnce<Req extends DescMessage, Res extends DescMessage
     // down or the price has since crossed its limit. If the lookup fails too, the first error is
     // the one worth reporting.
     const stored = await journal.findResult(op.userId, op.key).catch(() => undefined);
-    if (stored) return replay(op, request, stored);
+    if (stored) return { response: replay(op, request, stored), stored };
     throw err;
   }
   // A caller that has given up gets no write behind its back.
   if (call.signal?.aborted) throw call.signal.reason;
   assertBalanced(prepared.entry.postings);
   const response = create(op.responseSchema, prepared.response);
+  const responseBytes = toBinary(op.responseSchema, response);
   const outcome = await journal.write({
     userId: op.userId,
     key: op.key,
     rpc: op.rpc,
     request,
-    response: toBinary(op.responseSchema, response),
+    response: responseBytes,
     entry: prepared.entry,
     order: prepared.order,
   });
   switch (outcome.status) {
     case "written":
-      return response;
+      return { response, stored: { rpc: op.rpc, request, response: responseBytes } };
     case "duplicate":
-      return replay(op, request, outcome.stored);
+      return { response: replay(op, request, outcome.stored), stored: outcome.stored };
     case "insufficient":
       throw insufficientFunds(outcome);
   }

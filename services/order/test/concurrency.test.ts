@@ -19,6 +19,7 @@ import { noLedgerMetrics } from "../src/ledger-metrics.ts";
 import { createLedgerRepository } from "../src/ledger-repository.ts";
 import { createOrders } from "../src/orders.ts";
 import { createOrdersRepository } from "../src/orders-repository.ts";
+import { createWriteOnce } from "../src/write-once.ts";
 import { fakeCurrencies, fakeRates, fakeUsers, seededRandom } from "./fakes.ts";
 import { ORDER_MIGRATIONS } from "./services.ts";
 
@@ -90,7 +91,7 @@ test("32 workers, 10,000 operations with retries: money is conserved, nothing ap
   const userIds = Array.from({ length: USERS }, () => uuidv7());
   const prices = new Map(PAIRS.map(([asset, quote, price]) => [`${asset}/${quote}`, price]));
   const deps = {
-    journal: createJournalRepository(pool, { preparedStatements: true }),
+    writeOnce: createWriteOnce(createJournalRepository(pool, { preparedStatements: true })),
     users: fakeUsers(userIds),
     currencies: fakeCurrencies(CURRENCIES),
     metrics: noLedgerMetrics,

@@ -31,6 +31,7 @@ afterAll(() => stack?.stop());
 afterEach(() => {
   stack.rate.rateFailure = undefined;
   stack.rate.delayMs = 0;
+  stack.rate.hold = undefined;
   stack.rate.source = RateSource.CACHE;
   stack.rate.asOf = undefined;
   stack.rate.prices.set("BTC/USD", "64000.5");
@@ -38,6 +39,15 @@ afterEach(() => {
 
 const balancesOf = (userId: string) => stack.balancesOf(userId);
 const funded = (amounts: Record<string, string>) => stack.funded(amounts);
+
+/** A promise and the function that resolves it. */
+function latch() {
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
 
 const buyBtc = (userId: string, quantity: string, extra: { limitPrice?: string } = {}) => ({
   userId,
@@ -344,6 +354,33 @@ describe("PlaceOrder", () => {
     expect(distinct.size).toBe(1);
     expect((await orders.listOrders({ userId })).orders).toHaveLength(1);
     expect(await balancesOf(userId)).toEqual({ BTC: "1", USD: "35999.5" });
+  });
+
+  test("a retry while the first attempt waits for its price gets the first attempt's bytes, though its own price fails", async () => {
+    const userId = await funded({ USD: "100000" });
+    const request = buyBtc(userId, "0.5");
+    const arrived = latch();
+    const released = latch();
+    stack.rate.hold = () => {
+      arrived.open();
+      return released.opened;
+    };
+    const first = grpcOrders.placeOrder(request);
+    await arrived.opened;
+    // From now on the rate service is down; the first attempt's price is still on its way.
+    stack.rate.hold = undefined;
+    stack.rate.rateFailure = new AppError("unavailable", "upstream down");
+    const retry = grpcOrders.placeOrder(request).then(
+      (response) => toBinary(PlaceOrderResponseSchema, response),
+      (err: unknown) => err,
+    );
+    // A retry that did not wait would fail at once; give it the time to.
+    await Promise.race([retry, new Promise((resolve) => setTimeout(resolve, 300))]);
+    released.open();
+    const bytes = toBinary(PlaceOrderResponseSchema, await first);
+    expect(await retry).toEqual(bytes);
+    expect((await orders.listOrders({ userId })).orders).toHaveLength(1);
+    expect(await balancesOf(userId)).toEqual({ BTC: "0.5", USD: "67999.75" });
   });
 
   test("the same key with another order fails with ALREADY_EXISTS naming the fields", async () => {

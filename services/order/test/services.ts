@@ -67,12 +67,14 @@ export function createRateFake() {
     source: RateSource.CACHE as RateSource,
     /** The `as_of` GetRate answers with; unset means a second before the call. */
     asOf: undefined as Date | undefined,
-    /** Thrown by GetRate when set. */
+    /** Thrown by GetRate when set as the call arrives. */
     rateFailure: undefined as AppError | undefined,
     /** Thrown by ListCurrencies when set. */
     listFailure: undefined as AppError | undefined,
     /** Milliseconds GetRate waits before answering. */
     delayMs: 0,
+    /** Called as a GetRate call arrives; the call answers once the promise it returns settles. */
+    hold: undefined as (() => Promise<void>) | undefined,
     getRateCalls: 0,
     /** The deadline GetRate last saw, in epoch ms. */
     lastDeadline: undefined as number | undefined,
@@ -92,11 +94,13 @@ export function createRateFake() {
     async getRate(req, ctx) {
       state.getRateCalls++;
       state.lastDeadline = ctx.deadline;
+      const failure = state.rateFailure;
+      await state.hold?.();
       if (state.delayMs > 0) {
         await new Promise((resolve) => setTimeout(resolve, state.delayMs));
         if (ctx.signal.aborted) throw ctx.signal.reason;
       }
-      if (state.rateFailure) throw state.rateFailure;
+      if (failure) throw failure;
       const price = state.prices.get(`${req.base}/${req.quote}`);
       if (price === undefined) throw new AppError("not_found", `no rate ${req.base}/${req.quote}`);
       return {
