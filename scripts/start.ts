@@ -1,7 +1,9 @@
 // `npm start`: the whole platform on loopback, each runnable a child process with prefixed logs.
 // Waits until every one answers SERVING, prints how to call it, and stops them all on Ctrl-C.
+// Embedded databases live under `.data/` of the folder it is started from.
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
 import { createServiceClient } from "@coinmesh/lib/grpc-client";
 import {
   Health,
@@ -31,6 +33,7 @@ const runnables: Runnable[] = [
   },
 ];
 
+const root = fileURLToPath(new URL("..", import.meta.url));
 const children = new Map<string, ChildProcess>();
 let stopping = false;
 
@@ -40,7 +43,8 @@ function prefixLines(name: string, color: number, stream: NodeJS.ReadableStream)
 }
 
 function start(r: Runnable) {
-  const child = spawn(process.execPath, ["--import", "./lib/src/telemetry-register.ts", r.entry], {
+  const args = ["--import", `${root}lib/src/telemetry-register.ts`, `${root}${r.entry}`];
+  const child = spawn(process.execPath, args, {
     env: { LOG_FORMAT: "pretty", ...process.env, ...r.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -78,12 +82,18 @@ async function waitServing(r: Runnable, timeoutMs = 60_000) {
 async function stopAll(code: number) {
   if (stopping) return;
   stopping = true;
-  const exits = [...children.values()].map(
-    (child) => new Promise((resolve) => child.once("exit", resolve)),
+  const exits = [...children].map(
+    ([name, child]) =>
+      new Promise<boolean>((resolve) =>
+        child.once("exit", (exitCode, signal) => {
+          if (exitCode !== 0) console.error(`${name} did not stop cleanly (${signal ?? exitCode})`);
+          resolve(exitCode === 0);
+        }),
+      ),
   );
   for (const child of children.values()) child.kill("SIGTERM");
-  await Promise.all(exits);
-  process.exit(code);
+  const clean = (await Promise.all(exits)).every(Boolean);
+  process.exit(clean ? code : 1);
 }
 
 process.on("SIGINT", () => void stopAll(0));

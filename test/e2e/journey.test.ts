@@ -174,4 +174,33 @@ describe("the README's curl examples", () => {
       expect(Number(body.rate.price)).toBeGreaterThan(0);
     },
   );
+
+  it("walks the README's curl journey: every call answers, and the balances add up", async () => {
+    const journey = readme.slice(readme.indexOf("### The journey with curl"));
+    const script = /```sh\n([\s\S]*?)```/.exec(journey)?.[1] ?? "";
+    const tag = randomUUID();
+    const command = script
+      .replace("GW=http://127.0.0.1:8080", `GW=${platform.gateway}`)
+      .replaceAll("@example.com", `-${tag}@example.com`);
+    const { stdout } = await promisify(execFile)("sh", ["-ec", command], {
+      cwd: new URL("../..", import.meta.url).pathname,
+      env: { ...process.env, JWT_SECRET: TEST_JWT_SECRET },
+      timeout: 30_000,
+    });
+    const [deposit, buy, sell, transfer, orders, history, balances] = stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    expect(deposit.transaction.kind).toBe("TRANSACTION_KIND_DEPOSIT");
+    expect(buy.order).toMatchObject({ side: "SIDE_BUY", status: "ORDER_STATUS_FILLED" });
+    expect(sell.order).toMatchObject({ side: "SIDE_SELL", status: "ORDER_STATUS_FILLED" });
+    expect(transfer.transaction.kind).toBe("TRANSACTION_KIND_TRANSFER");
+    expect(orders.orders.map((o: { id: string }) => o.id)).toEqual([sell.order.id, buy.order.id]);
+    expect(history.transactions).toHaveLength(4);
+    const usd = new Decimal(1000).minus(buy.order.notional).plus(sell.order.notional).minus(100);
+    expect(balances.balances).toEqual([
+      { currency: "BTC", amount: "0.001" },
+      { currency: "USD", amount: usd.toString() },
+    ]);
+  });
 });
