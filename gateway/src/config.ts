@@ -21,6 +21,8 @@ export interface GatewayConfig extends CommonConfig {
   maxMessageBytes: number;
   defaultTimeoutMs: number;
   maxTimeoutMs: number;
+  /** Longest a server stream lasts: caps a client's timeout, and applies when it sets none. */
+  maxStreamDurationMs: number;
   corsOrigins: string[];
   tls: { certFile: string; keyFile: string } | undefined;
   maxConcurrentStreams: number;
@@ -75,6 +77,7 @@ export function readConfig(env: Record<string, string | undefined>): GatewayConf
     maxMessageBytes: read.int("MAX_MESSAGE_BYTES", 1024 * 1024, 1, 64 * 1024 * 1024),
     defaultTimeoutMs: read.int("DEFAULT_TIMEOUT_MS", 10_000, 1, 3_600_000),
     maxTimeoutMs: read.int("MAX_TIMEOUT_MS", 30_000, 1, 3_600_000),
+    maxStreamDurationMs: read.int("MAX_STREAM_DURATION_MS", 3_600_000, 1, 86_400_000),
     corsOrigins: read.list("CORS_ORIGINS"),
     tls: certFile && keyFile ? { certFile, keyFile } : undefined,
     maxConcurrentStreams: read.int("MAX_CONCURRENT_STREAMS", 100, 1, 10_000),

@@ -29,6 +29,8 @@ export interface ForwardingDeps {
   backends: ReadonlyMap<DescService, Forwarder>;
   defaultTimeoutMs: number;
   maxTimeoutMs: number;
+  /** A server stream's deadline: the client's timeout capped at this, or this when it sets none. */
+  maxStreamDurationMs: number;
   /** Unary calls forwarded at once; past it, calls are refused at once instead of queueing. */
   maxInFlight: number;
 }
@@ -93,6 +95,7 @@ export function createForwarding({
   backends,
   defaultTimeoutMs,
   maxTimeoutMs,
+  maxStreamDurationMs,
   maxInFlight,
 }: ForwardingDeps) {
   let inFlight = 0;
@@ -146,12 +149,16 @@ export function createForwarding({
       return response;
     },
 
-    /** Server streams take no default deadline and no cap: they last until the client stops. */
+    /**
+     * Server streams are long-lived, so their bound is separate from unary calls': one that
+     * reaches it ends DEADLINE_EXCEEDED, a clean status on which clients reconnect.
+     */
     serverStream(call: ForwardCall, request: unknown): AsyncIterable<Uint8Array> {
       const { method, access, identity } = call;
       authorizeRequest(method, access, identity, request);
+      const timeoutMs = Math.min(call.timeoutMs ?? maxStreamDurationMs, maxStreamDurationMs);
       return backendOf(method).serverStream(method, toBinary(method.input, request as never), {
-        deadline: call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs,
+        deadline: Date.now() + timeoutMs,
         metadata: outboundMetadata(call.header, identity),
         signal: call.signal,
       });

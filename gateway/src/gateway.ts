@@ -101,6 +101,7 @@ export async function startGateway(deps: GatewayDeps) {
     backends,
     defaultTimeoutMs: config.defaultTimeoutMs,
     maxTimeoutMs: config.maxTimeoutMs,
+    maxStreamDurationMs: config.maxStreamDurationMs,
     maxInFlight: config.maxInFlight,
   });
   // Every public call runs through these, on the Connect path and the gRPC fast path alike.

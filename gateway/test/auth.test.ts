@@ -187,6 +187,7 @@ describe("configuration", () => {
       maxMessageBytes: 1024 * 1024,
       defaultTimeoutMs: 10_000,
       maxTimeoutMs: 30_000,
+      maxStreamDurationMs: 3_600_000,
       maxConcurrentStreams: 100,
       maxInFlight: 512,
       corsOrigins: [],

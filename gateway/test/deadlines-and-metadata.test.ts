@@ -1,11 +1,14 @@
 import { randomUUID } from "node:crypto";
+import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { bearer, outcome, type Protocol, token } from "./harness.ts";
 import { SLOW_ID, startProbe } from "./probe.ts";
 
 const DEFAULT_TIMEOUT_MS = 4_000;
 const MAX_TIMEOUT_MS = 6_000;
+const MAX_STREAM_DURATION_MS = 800;
 let probe: Awaited<ReturnType<typeof startProbe>>;
 let owner: string;
 let ownerHeaders: Record<string, string>;
@@ -14,6 +17,7 @@ beforeAll(async () => {
   probe = await startProbe({
     DEFAULT_TIMEOUT_MS: String(DEFAULT_TIMEOUT_MS),
     MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
+    MAX_STREAM_DURATION_MS: String(MAX_STREAM_DURATION_MS),
   });
   owner = randomUUID();
   ownerHeaders = bearer(await token(owner));
@@ -28,6 +32,18 @@ const budget = () => {
   const call = probe.last();
   return (call.deadline ?? Number.POSITIVE_INFINITY) - call.receivedAt;
 };
+
+/** How the rest of a stream ends: "OK" or the error's code. */
+async function ending(stream: AsyncIterator<unknown>): Promise<string> {
+  try {
+    while (!(await stream.next()).done);
+    return "OK";
+  } catch (err) {
+    return Code[ConnectError.from(err).code] ?? "UNKNOWN";
+  }
+}
+
+const watch = { base: "BTC", quotes: ["EUR"] };
 
 describe.each(["connect-json-h1", "grpc-web-h1", "grpc", "grpc-gzip"] as Protocol[])(
   "deadlines over %s",
@@ -58,6 +74,26 @@ describe.each(["connect-json-h1", "grpc-web-h1", "grpc", "grpc-gzip"] as Protoco
         { headers: bearer(await token(SLOW_ID)), timeoutMs: 300 },
       );
       expect(await outcome(slow)).toBe("DeadlineExceeded");
+    });
+
+    const rates = () => probe.gateway.client(RateService, protocol);
+
+    it("ends a stream without a timeout at MAX_STREAM_DURATION_MS with DEADLINE_EXCEEDED", async () => {
+      const stream = rates().watchRates(watch)[Symbol.asyncIterator]();
+      await stream.next();
+      expect(budget()).toBeGreaterThan(MAX_STREAM_DURATION_MS - 500);
+      expect(budget()).toBeLessThanOrEqual(MAX_STREAM_DURATION_MS);
+      expect(await ending(stream)).toBe("DeadlineExceeded");
+    });
+
+    it("passes a stream's timeout on, capped at MAX_STREAM_DURATION_MS", async () => {
+      const short = rates().watchRates(watch, { timeoutMs: 300 })[Symbol.asyncIterator]();
+      expect(await ending(short)).toBe("DeadlineExceeded");
+      expect(budget()).toBeGreaterThan(0);
+      expect(budget()).toBeLessThanOrEqual(300);
+      for await (const _ of rates().watchRates(watch, { timeoutMs: 60_000 })) break;
+      expect(budget()).toBeGreaterThan(MAX_STREAM_DURATION_MS - 500);
+      expect(budget()).toBeLessThanOrEqual(MAX_STREAM_DURATION_MS);
     });
   },
 );

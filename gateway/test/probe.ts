@@ -2,6 +2,7 @@ import type { CallContext } from "@coinmesh/lib/call-context";
 import { AppError } from "@coinmesh/lib/errors";
 import { serve } from "@coinmesh/lib/grpc-server";
 import { startTestServer } from "@coinmesh/lib/testing";
+import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
 import { startTestGateway } from "./harness.ts";
 
@@ -20,8 +21,9 @@ export interface SeenCall {
 }
 
 /**
- * A stand-in user service on 127.0.0.1:0 that records what each call carried (deadline,
- * subject, request id, trace context), behind a gateway of its own. Order and rate are absent.
+ * Stand-in user and rate services on 127.0.0.1:0 that record what each call carried (deadline,
+ * subject, request id, trace context), behind a gateway of its own. Order is absent. WatchRates
+ * sends one message and then stays open until its call is cancelled or its deadline passes.
  */
 export async function startProbe(env: Record<string, string> = {}) {
   const seen: SeenCall[] = [];
@@ -35,6 +37,7 @@ export async function startProbe(env: Record<string, string> = {}) {
       propagate: ctx.propagate,
     });
   const user = (id: string) => ({ id, email: `${id}@example.com`, displayName: "Probe" });
+  const rate = (base: string, quote: string) => ({ base, quote, price: "1" });
   const backend = await startTestServer([
     serve(UserService, {
       async createUser(req, ctx) {
@@ -58,9 +61,27 @@ export async function startProbe(env: Record<string, string> = {}) {
         return { user: user(req.user?.id ?? "") };
       },
     }),
+    serve(RateService, {
+      async listCurrencies() {
+        return { currencies: [] };
+      },
+      async getRate(req) {
+        return { rate: rate(req.base, req.quote) };
+      },
+      async getRates(req) {
+        return { rates: req.quotes.map((quote) => rate(req.base, quote)) };
+      },
+      async *watchRates(req, ctx) {
+        record(ctx);
+        yield { rates: req.quotes.map((quote) => rate(req.base, quote)) };
+        if (!ctx.signal.aborted) {
+          await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+        }
+      },
+    }),
   ]);
   const gateway = await startTestGateway(
-    { user: backend.address, order: NOWHERE, rate: NOWHERE },
+    { user: backend.address, order: NOWHERE, rate: backend.address },
     env,
   );
   return {
