@@ -1,8 +1,10 @@
-import { serve } from "@coinmesh/lib/grpc-server";
+import { serve, startGrpcServer } from "@coinmesh/lib/grpc-server";
 import { startTestServer, type TestServer } from "@coinmesh/lib/testing";
 import { BadRequestSchema } from "@coinmesh/proto/google/rpc/error_details_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import type { CallContext } from "../src/call-context.ts";
@@ -15,26 +17,26 @@ const unused = async (): Promise<never> => {
 };
 let server: TestServer;
 
+const handlers = serve(UserService, {
+  async getUser(req, ctx) {
+    seen = ctx;
+    if (req.id === "boom") throw new Error("secret database password in the message");
+    if (req.id === "invalid") {
+      const violations = createViolations();
+      violations.add("service", "is not allowed");
+      violations.add("other", "is missing");
+      violations.throwIfAny();
+    }
+    if (req.id === "missing") throw new AppError("not_found", "no such thing");
+    return { user: { id: req.id } };
+  },
+  createUser: unused,
+  listUsers: unused,
+  updateUser: unused,
+});
+
 beforeAll(async () => {
-  server = await startTestServer([
-    serve(UserService, {
-      async getUser(req, ctx) {
-        seen = ctx;
-        if (req.id === "boom") throw new Error("secret database password in the message");
-        if (req.id === "invalid") {
-          const violations = createViolations();
-          violations.add("service", "is not allowed");
-          violations.add("other", "is missing");
-          violations.throwIfAny();
-        }
-        if (req.id === "missing") throw new AppError("not_found", "no such thing");
-        return { user: { id: req.id } };
-      },
-      createUser: unused,
-      listUsers: unused,
-      updateUser: unused,
-    }),
-  ]);
+  server = await startTestServer([handlers]);
 });
 
 afterAll(() => server?.stop());
@@ -101,5 +103,38 @@ describe("the grpc-js binding", () => {
     const err = await failure("missing");
     expect(err.code).toBe(Code.NotFound);
     expect(err.rawMessage).toBe("no such thing");
+  });
+});
+
+describe("logging", () => {
+  it("logs an unexpected error's cause with the RPC and the request id, and sends none of it", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const logged = await startGrpcServer({ host: "127.0.0.1", port: 0, services: [handlers], log });
+    try {
+      const client = createClient(
+        UserService,
+        createGrpcTransport({ baseUrl: `http://127.0.0.1:${logged.port}` }),
+      );
+      const err = await client
+        .getUser({ id: "boom" }, { headers: { "x-request-id": "req-7" } })
+        .then(
+          () => undefined,
+          (e: unknown) => ConnectError.from(e),
+        );
+      expect(err?.code).toBe(Code.Internal);
+      expect(err?.rawMessage).toBe("internal error");
+      expect(lines).toContainEqual(
+        expect.objectContaining({
+          level: 50,
+          msg: "unexpected error",
+          rpc: "coinmesh.user.v1.UserService/GetUser",
+          request_id: "req-7",
+          err: expect.objectContaining({ message: "secret database password in the message" }),
+        }),
+      );
+    } finally {
+      await logged.shutdown(200);
+    }
   });
 });
