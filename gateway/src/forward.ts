@@ -54,31 +54,33 @@ function randomId(): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20)}`;
 }
 
-const TRACEPARENT = /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/;
+// W3C trace context: version ff and all-zero ids are invalid too.
+const TRACEPARENT = /^(?!ff)[\da-f]{2}-(?!0{32})[\da-f]{32}-(?!0{16})[\da-f]{16}-[\da-f]{2}$/;
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
-// Client headers passed on besides the ones the gateway sets; anything else (including any
-// x-auth-* a client made up) stays at the edge.
-const PASSED_ON = ["tracestate", "x-canary"];
 
 /**
  * The metadata a backend gets: request id and W3C trace context (generated when the client
- * sent none or a malformed one), the canary pin, and the verified subject.
+ * sent none or a malformed one), the canary pin, and the verified subject. Any other client
+ * header (including an x-auth-* a client made up) stays at the edge.
  */
 function outboundMetadata(header: HeaderReader, identity: Identity | undefined) {
   const requestId = header.get(REQUEST_ID_HEADER);
   const traceparent = header.get("traceparent");
   const metadata: Record<string, string> = {
     [REQUEST_ID_HEADER]: requestId && REQUEST_ID.test(requestId) ? requestId : randomId(),
-    // With tracing on, the grpc-js instrumentation replaces this with the gateway's own span.
-    traceparent:
-      traceparent && TRACEPARENT.test(traceparent)
-        ? traceparent
-        : `00-${randomHex(16)}-${randomHex(8)}-01`,
   };
-  for (const key of PASSED_ON) {
-    const value = header.get(key);
-    if (value !== null) metadata[key] = value;
+  if (traceparent && TRACEPARENT.test(traceparent)) {
+    // With tracing on, the grpc-js instrumentation replaces this with the gateway's own span.
+    metadata.traceparent = traceparent;
+    const tracestate = header.get("tracestate");
+    if (tracestate !== null) metadata.tracestate = tracestate;
+  } else {
+    // A new trace: the client's tracestate belongs to a traceparent we could not read, and the
+    // W3C spec says to drop it with it.
+    metadata.traceparent = `00-${randomHex(16)}-${randomHex(8)}-01`;
   }
+  const canary = header.get("x-canary");
+  if (canary !== null) metadata["x-canary"] = canary;
   if (identity) {
     metadata[SUBJECT_HEADER] = identity.subject;
     if (identity.admin) metadata[ADMIN_HEADER] = "true";

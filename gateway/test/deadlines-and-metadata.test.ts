@@ -98,63 +98,105 @@ describe.each(["connect-json-h1", "grpc-web-h1", "grpc", "grpc-gzip"] as Protoco
   },
 );
 
-describe.each(["connect-binary-h2", "grpc"] as Protocol[])("metadata over %s", (protocol) => {
-  const users = () => probe.gateway.client(UserService, protocol);
-
-  it("tells the backend the verified subject, and only that", async () => {
-    await users().getUser(
-      { id: owner },
-      { headers: { ...ownerHeaders, "x-auth-subject": randomUUID(), "x-auth-admin": "true" } },
-    );
-    expect(probe.last()).toMatchObject({ subject: owner, admin: false });
-  });
-
-  it("marks admins", async () => {
-    const admin = randomUUID();
-    await users().listUsers({}, { headers: bearer(await token(admin, { admin: true })) });
-    expect(probe.last()).toMatchObject({ subject: admin, admin: true });
-  });
-
-  it("drops a client's x-auth-* headers on public calls", async () => {
-    await users().createUser(
-      { email: "a@example.com", displayName: "A" },
-      { headers: { "x-auth-subject": owner, "x-auth-admin": "true" } },
-    );
-    expect(probe.last()).toMatchObject({ subject: undefined, admin: false });
-  });
-
-  it("forwards trace context, the request id and the canary pin", async () => {
+// The HTTP/2 protocols take the fast path; HTTP/1.1 and streams go through connect-node.
+describe.each(["connect-binary-h2", "grpc", "connect-json-h1", "grpc-web-h1"] as Protocol[])(
+  "metadata over %s",
+  (protocol) => {
+    const users = () => probe.gateway.client(UserService, protocol);
     const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    await users().getUser(
-      { id: owner },
-      {
-        headers: {
-          ...ownerHeaders,
-          traceparent,
-          tracestate: "vendor=x",
-          "x-request-id": "req-123",
-          "x-canary": "always",
-        },
-      },
-    );
-    expect(probe.last().requestId).toBe("req-123");
-    expect(probe.last().propagate).toMatchObject({
-      traceparent,
-      tracestate: "vendor=x",
-      "x-canary": "always",
-    });
-  });
 
-  it("generates a request id and a traceparent when the client sends none", async () => {
-    await users().getUser({ id: owner }, { headers: ownerHeaders });
-    const first = probe.last();
-    await users().getUser({ id: owner }, { headers: { ...ownerHeaders, traceparent: "garbage" } });
-    const second = probe.last();
-    for (const call of [first, second]) {
-      expect(call.requestId).toMatch(/^[0-9a-f-]{36}$/);
-      expect(call.propagate.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
-    }
-    expect(second.requestId).not.toBe(first.requestId);
-    expect(second.propagate.traceparent).not.toBe(first.propagate.traceparent);
-  });
-});
+    it("tells the backend the verified subject, and only that", async () => {
+      await users().getUser(
+        { id: owner },
+        { headers: { ...ownerHeaders, "x-auth-subject": randomUUID(), "x-auth-admin": "true" } },
+      );
+      expect(probe.last()).toMatchObject({ subject: owner, admin: false });
+    });
+
+    it("marks admins", async () => {
+      const admin = randomUUID();
+      await users().listUsers({}, { headers: bearer(await token(admin, { admin: true })) });
+      expect(probe.last()).toMatchObject({ subject: admin, admin: true });
+    });
+
+    it("drops a client's x-auth-* headers on public calls", async () => {
+      await users().createUser(
+        { email: "a@example.com", displayName: "A" },
+        { headers: { "x-auth-subject": owner, "x-auth-admin": "true" } },
+      );
+      expect(probe.last()).toMatchObject({ subject: undefined, admin: false });
+    });
+
+    it("forwards trace context, the request id and the canary pin", async () => {
+      await users().getUser(
+        { id: owner },
+        {
+          headers: {
+            ...ownerHeaders,
+            traceparent,
+            tracestate: "vendor=x",
+            "x-request-id": "req-123",
+            "x-canary": "always",
+          },
+        },
+      );
+      expect(probe.last().requestId).toBe("req-123");
+      expect(probe.last().propagate).toMatchObject({
+        traceparent,
+        tracestate: "vendor=x",
+        "x-canary": "always",
+      });
+    });
+
+    it("generates a request id and a traceparent when the client sends none", async () => {
+      await users().getUser({ id: owner }, { headers: ownerHeaders });
+      const first = probe.last();
+      await users().getUser(
+        { id: owner },
+        { headers: { ...ownerHeaders, traceparent: "garbage" } },
+      );
+      const second = probe.last();
+      for (const call of [first, second]) {
+        expect(call.requestId).toMatch(/^[0-9a-f-]{36}$/);
+        expect(call.propagate.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      }
+      expect(second.requestId).not.toBe(first.requestId);
+      expect(second.propagate.traceparent).not.toBe(first.propagate.traceparent);
+    });
+
+    it.each([
+      ["garbage", "garbage"],
+      ["an all-zero trace id", `00-${"0".repeat(32)}-b7ad6b7169203331-01`],
+      ["version ff", traceparent.replace(/^00/, "ff")],
+    ])("drops the client's tracestate with a malformed traceparent (%s)", async (_name, bad) => {
+      await users().getUser(
+        { id: owner },
+        { headers: { ...ownerHeaders, traceparent: bad, tracestate: "vendor=x" } },
+      );
+      expect(probe.last().propagate.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      expect(probe.last().propagate.traceparent).not.toBe(bad);
+      expect(probe.last().propagate.tracestate).toBeUndefined();
+    });
+
+    it("forwards trace context, the request id and the canary pin on a WatchRates stream", async () => {
+      const rates = probe.gateway.client(RateService, protocol);
+      const headers = {
+        traceparent,
+        tracestate: "vendor=x",
+        "x-request-id": "req-stream",
+        "x-canary": "always",
+      };
+      for await (const _ of rates.watchRates(watch, { headers })) break;
+      expect(probe.last().requestId).toBe("req-stream");
+      expect(probe.last().propagate).toMatchObject({
+        traceparent,
+        tracestate: "vendor=x",
+        "x-canary": "always",
+      });
+      for await (const _ of rates.watchRates(watch)) break;
+      expect(probe.last().requestId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(probe.last().propagate.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      expect(probe.last().propagate.traceparent).not.toBe(traceparent);
+    });
+  },
+);
