@@ -2,7 +2,7 @@ import { createViolations } from "@coinmesh/lib/errors";
 import type { ServiceClient } from "@coinmesh/lib/grpc-client";
 import type { Logger } from "@coinmesh/lib/log";
 import type { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
-import { type Call, callOptions, dependencyFailure } from "./upstream.ts";
+import { awaitShared, type Call, dependencyFailure, sharedCallOptions } from "./upstream.ts";
 
 export interface CurrencyCatalog {
   /** INVALID_ARGUMENT naming every code the rate service does not list. */
@@ -22,7 +22,8 @@ export interface CurrencyCatalogDeps {
  * The currencies the rate service lists, fetched once per ttlMs. Only the first fetch makes a
  * request wait (and fail with UNAVAILABLE if the rate service is down); after that an expired
  * list keeps serving while one refresh runs in the background, and a failed refresh keeps the
- * list it had. Currencies are added rarely and never removed in practice.
+ * list it had. Requests that wait for the first fetch share it, each within its own deadline.
+ * Currencies are added rarely and never removed in practice.
  */
 export function createCurrencyCatalog(deps: CurrencyCatalogDeps): CurrencyCatalog {
   let codes: Set<string> | undefined;
@@ -31,7 +32,7 @@ export function createCurrencyCatalog(deps: CurrencyCatalogDeps): CurrencyCatalo
 
   function refresh(call: Call): Promise<Set<string>> {
     refreshing ??= deps.client
-      .listCurrencies({}, { ...callOptions(call, deps.timeoutMs), signal: undefined })
+      .listCurrencies({}, sharedCallOptions(call, deps.timeoutMs))
       .then(
         (response) => {
           codes = new Set(response.currencies.map((c) => c.code.toUpperCase()));
@@ -49,7 +50,9 @@ export function createCurrencyCatalog(deps: CurrencyCatalogDeps): CurrencyCatalo
   }
 
   async function current(call: Call): Promise<Set<string>> {
-    if (!codes) return refresh(call);
+    if (!codes) {
+      return awaitShared(refresh(call), call, "the currency list", "RATE_SERVICE_UNAVAILABLE");
+    }
     if (deps.clock() - fetchedAt >= deps.ttlMs && !refreshing) {
       refresh(call).catch((err: unknown) =>
         deps.log.warn({ err }, "currency list refresh failed; keeping the previous list"),

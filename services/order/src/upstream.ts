@@ -23,6 +23,50 @@ export function callOptions(call: Call, timeoutMs: number): ClientCallOptions {
   };
 }
 
+/**
+ * Options for a call shared by concurrent callers (a lookup whose answer each of them awaits with
+ * awaitShared): the cap alone bounds it, so that no caller's deadline or cancellation ends it for
+ * the others. It carries the trace metadata of the caller that started it.
+ */
+export function sharedCallOptions(call: Call, timeoutMs: number): ClientCallOptions {
+  return { timeoutMs, metadata: call.propagate };
+}
+
+/**
+ * Waits for a shared call until it settles or this caller's own deadline passes (UNAVAILABLE, as
+ * for a dependency too slow) or it is cancelled; the shared call runs on for the other callers.
+ */
+export function awaitShared<T>(
+  shared: Promise<T>,
+  call: Call,
+  what: string,
+  reason: string,
+): Promise<T> {
+  const { deadline, signal } = call;
+  if (deadline === undefined && !signal) return shared;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => finish(() => reject(signal?.reason));
+    const timer =
+      deadline === undefined
+        ? undefined
+        : setTimeout(() => {
+            const late = new AppError("deadline_exceeded", "no answer within the call's deadline");
+            finish(() => reject(dependencyFailure(late, what, reason)));
+          }, deadline - Date.now());
+    function finish(settle: () => void) {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      settle();
+    }
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    shared.then(
+      (value) => finish(() => resolve(value)),
+      (err: unknown) => finish(() => reject(err)),
+    );
+  });
+}
+
 // A dependency that is down, slow or shedding load: the caller may retry later.
 const TRANSIENT = new Set<ErrorKind>([
   "unavailable",

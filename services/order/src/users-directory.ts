@@ -1,7 +1,7 @@
 import { AppError } from "@coinmesh/lib/errors";
 import type { ServiceClient } from "@coinmesh/lib/grpc-client";
 import type { UserService } from "@coinmesh/proto/user/v1/user_pb";
-import { type Call, callOptions, dependencyFailure } from "./upstream.ts";
+import { awaitShared, type Call, dependencyFailure, sharedCallOptions } from "./upstream.ts";
 
 export interface UsersDirectory {
   /** Throws NOT_FOUND for an unknown user, UNAVAILABLE when the user service cannot tell. */
@@ -19,7 +19,7 @@ export interface UsersDirectoryDeps {
  * Asks the user service whether a user exists. Users are never deleted, so a user seen once is
  * remembered (up to maxEntries, oldest forgotten first) and costs no call again; unknown users are
  * not remembered, since they may be created at any moment. Concurrent lookups of one user share a
- * call.
+ * call, which each caller awaits within its own deadline.
  */
 export function createUsersDirectory({
   client,
@@ -29,10 +29,10 @@ export function createUsersDirectory({
   const known = new Set<string>();
   const pending = new Map<string, Promise<boolean>>();
 
-  /** True when the user exists; shared by concurrent callers, so it ignores their signals. */
+  /** True when the user exists. */
   async function exists(userId: string, call: Call): Promise<boolean> {
     try {
-      await client.getUser({ id: userId }, { ...callOptions(call, timeoutMs), signal: undefined });
+      await client.getUser({ id: userId }, sharedCallOptions(call, timeoutMs));
     } catch (err) {
       if (err instanceof AppError && err.kind === "not_found") return false;
       throw dependencyFailure(err, "the user service", "USER_SERVICE_UNAVAILABLE");
@@ -53,7 +53,7 @@ export function createUsersDirectory({
         lookup = exists(userId, call).finally(() => pending.delete(userId));
         pending.set(userId, lookup);
       }
-      if (!(await lookup)) {
+      if (!(await awaitShared(lookup, call, "the user service", "USER_SERVICE_UNAVAILABLE"))) {
         throw new AppError("not_found", `user ${userId} not found`, {
           reason: "USER_NOT_FOUND",
           metadata: { user_id: userId, field },

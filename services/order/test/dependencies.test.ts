@@ -155,6 +155,45 @@ test("known users and the currency list are remembered: deposits go on while bot
   }
 });
 
+test("a rate service slower than ORDER_UPSTREAM_TIMEOUT_MS: UNAVAILABLE before the caller's deadline, nothing written", async () => {
+  const order = await startOrderService({
+    db,
+    userAddress: users.address,
+    rateAddress: rateServer.address,
+    upstreamTimeoutMs: 300,
+  });
+  try {
+    const accounts = order.connectClient(AccountService);
+    const orders = order.connectClient(OrderService);
+    const userId = await users.createUser();
+    await accounts.deposit({ userId, currency: "USD", amount: "100000", idempotencyKey: "t0" });
+    const before = await transactionCount();
+    rate.state.delayMs = 1_500;
+    const error = await rejection(
+      orders.placeOrder(
+        {
+          userId,
+          side: Side.BUY,
+          asset: "BTC",
+          quoteCurrency: "USD",
+          quantity: "1",
+          idempotencyKey: "t1",
+        },
+        { timeoutMs: 10_000 },
+      ),
+    );
+    expect(error.code).toBe("Unavailable");
+    expect(error.info?.reason).toBe("RATE_UNAVAILABLE");
+    expect(error.info?.metadata).toEqual({ cause: "deadline_exceeded" });
+    expect(await transactionCount()).toBe(before);
+    expect((await accounts.getBalances({ userId })).balances[0]?.amount).toBe("100000");
+    expect((await orders.listOrders({ userId })).orders).toEqual([]);
+  } finally {
+    rate.state.delayMs = 0;
+    await order.stop();
+  }
+});
+
 test("outcomes are counted on coinmesh_orders_total and coinmesh_ledger_operations_total", async () => {
   const registry = new Registry();
   const order = await startOrderService({

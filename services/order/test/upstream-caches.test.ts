@@ -1,6 +1,10 @@
 import { AppError } from "@coinmesh/lib/errors";
+import { serve } from "@coinmesh/lib/grpc-server";
 import { silentLogger } from "@coinmesh/lib/log";
-import { describe, expect, test } from "vitest";
+import { startTestServer, type TestServer } from "@coinmesh/lib/testing";
+import { CurrencyType, RateService } from "@coinmesh/proto/rate/v1/rate_pb";
+import { UserService } from "@coinmesh/proto/user/v1/user_pb";
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import { createCurrencyCatalog } from "../src/currencies.ts";
 import { createUsersDirectory } from "../src/users-directory.ts";
 
@@ -139,4 +143,106 @@ describe("currency catalog", () => {
     await currencies.requireKnown(usd, call);
     expect(client.calls).toBe(4);
   });
+});
+
+describe("shared lookups over gRPC: deadlines", () => {
+  // A user service and a rate service whose answers take `delayMs`, called through lib's client.
+  const slow = { delayMs: 0, calls: 0 };
+  const answerLater = async () => {
+    slow.calls++;
+    await new Promise((resolve) => setTimeout(resolve, slow.delayMs));
+  };
+  const unused = async (): Promise<never> => {
+    throw new AppError("internal", "not part of this test");
+  };
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer([
+      serve(UserService, {
+        async getUser(req) {
+          await answerLater();
+          return { user: { id: req.id } };
+        },
+        createUser: unused,
+        listUsers: unused,
+        updateUser: unused,
+      }),
+      serve(RateService, {
+        async listCurrencies() {
+          await answerLater();
+          return { currencies: [{ code: "USD", name: "USD", unit: "$", type: CurrencyType.FIAT }] };
+        },
+        getRate: unused,
+        getRates: unused,
+        async *watchRates() {},
+      }),
+    ]);
+  });
+  afterAll(() => server?.stop());
+  beforeEach(() => {
+    slow.calls = 0;
+  });
+
+  const users = (timeoutMs: number) =>
+    createUsersDirectory({ client: server.grpcClient(UserService), timeoutMs, maxEntries: 10 });
+  const currencies = (timeoutMs: number) =>
+    createCurrencyCatalog({
+      client: server.grpcClient(RateService),
+      timeoutMs,
+      ttlMs: 60_000,
+      clock: Date.now,
+      log: silentLogger(),
+    });
+  const usd = [{ field: "currency", code: "USD" }];
+  const lookups = {
+    "a user": (timeoutMs: number) => {
+      const directory = users(timeoutMs);
+      return (call: object) => directory.requireUser("u", "user_id", call);
+    },
+    "the currency list": (timeoutMs: number) => {
+      const catalog = currencies(timeoutMs);
+      return (call: object) => catalog.requireKnown(usd, call);
+    },
+  };
+
+  test.each(Object.entries(lookups))(
+    "a caller's short deadline fails that caller only, not another waiting for %s",
+    async (_, lookupOf) => {
+      slow.delayMs = 300;
+      const lookup = lookupOf(2_000);
+      const now = Date.now();
+      const hurried = failure(lookup({ deadline: now + 50 }));
+      const patient = lookup({ deadline: now + 5_000 });
+      const early = await hurried;
+      expect(early.kind).toBe("unavailable");
+      expect(early.details.metadata).toEqual({ cause: "deadline_exceeded" });
+      await patient;
+      expect(slow.calls).toBe(1);
+    },
+  );
+
+  test.each(Object.entries(lookups))(
+    "a caller that cancels stops waiting for %s; another still gets it",
+    async (_, lookupOf) => {
+      slow.delayMs = 300;
+      const lookup = lookupOf(2_000);
+      const controller = new AbortController();
+      const leaving = failure(lookup({ signal: controller.signal }));
+      const staying = lookup({ deadline: Date.now() + 5_000 });
+      controller.abort(new AppError("cancelled", "call cancelled"));
+      expect((await leaving).kind).toBe("cancelled");
+      await staying;
+      expect(slow.calls).toBe(1);
+    },
+  );
+
+  test.each(Object.entries(lookups))(
+    "the upstream cap ends a lookup of %s before a longer caller deadline: UNAVAILABLE",
+    async (_, lookupOf) => {
+      slow.delayMs = 1_000;
+      const error = await failure(lookupOf(100)({ deadline: Date.now() + 5_000 }));
+      expect(error.kind).toBe("unavailable");
+      expect(error.details.metadata).toEqual({ cause: "deadline_exceeded" });
+    },
+  );
 });
