@@ -6,6 +6,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import type { IVirtualService } from "@kubernetes-models/istio/networking.istio.io/v1";
 import type { IService } from "kubernetes-models/v1";
 import { describe, expect, test } from "vitest";
+import { parse } from "yaml";
+import type { RuleFile } from "../monitoring/monitoring-files.ts";
 import {
   backends,
   configData,
@@ -59,6 +61,24 @@ function rpcs(service: string): Rpc[] {
       return found;
     });
 }
+
+// A stream's duration is its lifetime, not latency: the mesh percentiles skip streams the
+// way the apps' percentiles are read with grpc_type="unary".
+test("the mesh's latency rules leave out exactly the server-streaming RPCs", () => {
+  const file = `${repoRoot}monitoring/prometheus/rules/istio.yml`;
+  const { groups } = parse(readFileSync(file, "utf8")) as RuleFile;
+  const buckets = groups
+    .flatMap((g) => g.rules)
+    .find(
+      (r) =>
+        r.record ===
+        "destination_app_version_rpc:istio_request_duration_milliseconds_bucket:rate5m",
+    );
+  const left = /rpc!~"([^"]+)"/.exec(buckets?.expr ?? "")?.[1]?.split("|") ?? [];
+  const streams = backends.flatMap((b) => rpcs(b)).filter((r) => r.serverStream);
+  expect(streams.length).toBeGreaterThan(0);
+  expect(left.sort()).toEqual(streams.map((r) => r.path).sort());
+});
 
 const load = (overlay: (typeof overlays)[number]) => loadOverlay(kubectl as string, overlay);
 
@@ -315,5 +335,26 @@ describe.skipIf(!kubectl).each(overlays)("%s mesh", (overlay) => {
     expect(telemetries[0]?.spec?.accessLogging?.[0]?.providers?.[0]?.name).toBe("envoy");
     const expected = { dev: 100, staging: 10, prod: 1 }[overlay];
     expect(tracing?.randomSamplingPercentage).toBe(expected);
+  });
+
+  test("Istio's request count and duration name exactly the protos' RPCs in `rpc`, all else 'other'", () => {
+    const { telemetries } = load(overlay);
+    const overrides = telemetries[0]?.spec?.metrics?.[0]?.overrides ?? [];
+    expect(overrides.map((o) => o.match?.metric)).toEqual(["REQUEST_COUNT", "REQUEST_DURATION"]);
+    const tags = overrides.map((o) => o.tagOverrides?.rpc);
+    for (const tag of tags) expect(tag?.operation).toBe("UPSERT");
+    const [count, duration] = tags.map((t) => t?.value?.replace(/\s+/g, " ").trim());
+    expect(duration).toBe(count);
+    const list = /^request\.url_path in \[([^\]]*)\] \? request\.url_path : 'other'$/.exec(
+      count ?? "",
+    )?.[1];
+    expect(list, count).toBeDefined();
+    // Nothing but quoted paths and commas between the brackets.
+    expect(list?.replace(/'[^']*'/g, "").replace(/[\s,]/g, "")).toBe("");
+    const named = [...(list ?? "").matchAll(/'([^']*)'/g)].map((m) => m[1]);
+    const paths = backends.flatMap((b) => rpcs(b)).map((r) => r.path);
+    expect(paths.length).toBeGreaterThan(10);
+    expect(named).toHaveLength(new Set(named).size);
+    expect([...named].sort()).toEqual([...paths].sort());
   });
 });
