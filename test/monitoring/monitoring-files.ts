@@ -71,6 +71,12 @@ for (const h of HISTOGRAMS) {
   }
 }
 
+/**
+ * Queries over Istio's series, raw or recorded. No mesh runs locally, so live.test.ts
+ * skips them and promtool.test.ts fills them from made-up sidecar series instead.
+ */
+export const MESH_QUERY = /\bistio_/;
+
 export function isKnownMetric(name: string, recorded: ReadonlySet<string>): boolean {
   return APP_METRICS.has(name) || ISTIO_METRICS.has(name) || recorded.has(name);
 }
