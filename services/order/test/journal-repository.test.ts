@@ -225,3 +225,41 @@ describe.each([
     expect(rows).toEqual([{ key: "new" }]);
   });
 });
+
+test("200 concurrent opposite transfers between two users all succeed: accounts lock in one order", async (ctx) => {
+  if (!db.real) ctx.skip("needs the real Postgres: the embedded one serializes connections");
+  // Enough connections that many transfers in both directions hold locks at once.
+  const pool = createPool(db.url, silentLogger(), { max: 32, pipeline: true });
+  try {
+    const journal = createJournalRepository(pool, { preparedStatements: true });
+    const [a, b] = [uuidv7(), uuidv7()];
+    await journal.write(deposit(a, "1000"));
+    await journal.write(deposit(b, "1000"));
+    const transfer = (from: string, to: string, amount: string): JournalWrite => {
+      const w = deposit(from, amount);
+      w.rpc = "Transfer";
+      w.entry.kind = "transfer";
+      w.entry.postings = move(userAccount(from), userAccount(to), "USD", new Decimal(amount));
+      return w;
+    };
+    const writes = Array.from({ length: 200 }, (_, i) =>
+      i % 2 === 0 ? transfer(a, b, "1.5") : transfer(b, a, "1"),
+    );
+    const outcomes = await Promise.allSettled(writes.map((w) => journal.write(w)));
+    // A deadlock would fail a write with SQLSTATE 40P01.
+    const failures = outcomes.flatMap((o) =>
+      o.status === "rejected" ? [`${(o.reason as { code?: string }).code}: ${o.reason}`] : [],
+    );
+    expect(failures).toEqual([]);
+    expect(outcomes.map((o) => o.status === "fulfilled" && o.value.status)).toEqual(
+      Array(200).fill("written"),
+    );
+    // 100 × 1.5 from a to b, 100 × 1 back: the 2000 both hold is conserved.
+    expect(await ledger.balances(a)).toEqual([{ currency: "USD", amount: "950" }]);
+    expect(await ledger.balances(b)).toEqual([{ currency: "USD", amount: "1050" }]);
+    expect(await count("transactions", a)).toBe(101);
+    expect(await count("transactions", b)).toBe(101);
+  } finally {
+    await pool.end();
+  }
+});
