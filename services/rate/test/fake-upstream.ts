@@ -49,6 +49,8 @@ export async function startFakeUpstream() {
     /** Delay before answering "ok", so concurrent callers overlap one request. */
     delayMs: 0,
     requests: 0,
+    /** When each request arrived, in performance.now() milliseconds. */
+    arrivals: [] as number[],
     lastHeaders: undefined as IncomingHttpHeaders | undefined,
   };
   const body = () =>
@@ -65,6 +67,7 @@ export async function startFakeUpstream() {
       return;
     }
     state.requests++;
+    state.arrivals.push(performance.now());
     state.lastHeaders = req.headers;
     switch (state.next.shift() ?? state.mode) {
       case "ok": {

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { createUpstreamClient, parseRetryAfter, UpstreamFailure } from "../src/upstream.ts";
 import { type FakeUpstream, startFakeUpstream } from "./fake-upstream.ts";
 import { captureLogger, createFakeClock } from "./harness.ts";
@@ -9,7 +9,15 @@ beforeAll(async () => {
 });
 afterAll(() => upstream.close());
 
-function client(options: { attempts?: number; clock?: () => number } = {}) {
+interface ClientOptions {
+  attempts?: number;
+  clock?: () => number;
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  random?: () => number;
+}
+
+function client(options: ClientOptions = {}) {
   const counts = { ok: 0, error: 0, timeout: 0, rate_limited: 0, invalid: 0 };
   const { log, lines } = captureLogger();
   const upstreamRequest = {
@@ -25,7 +33,9 @@ function client(options: { attempts?: number; clock?: () => number } = {}) {
     apiKeyHeader: "x-cg-pro-api-key",
     timeoutMs: 150,
     attempts: options.attempts ?? 3,
-    backoffMs: 5,
+    backoffMs: "backoffMs" in options ? options.backoffMs : 5,
+    maxBackoffMs: options.maxBackoffMs,
+    random: options.random,
     clock: options.clock ?? Date.now,
     metrics: { upstreamRequest },
     log,
@@ -46,6 +56,7 @@ beforeEach(() => {
   upstream.state.mode = "ok";
   upstream.state.next = [];
   upstream.state.requests = 0;
+  upstream.state.arrivals = [];
   upstream.state.retryAfter = "30";
 });
 
@@ -150,6 +161,58 @@ describe("upstream client", () => {
     const err = await failure(c.fetchRates());
     expect(err.outcome).toBe("error");
     expect(err.message).toMatch(/ECONNREFUSED/);
+  });
+});
+
+describe("upstream backoff", () => {
+  /**
+   * Fails every attempt of one fetch and returns the sleeps between attempts (the timers whose
+   * callback is a bare promise resolver, as upstream.ts's sleep sets) and the gaps the upstream
+   * saw between requests.
+   */
+  async function backoff(options: ClientOptions, randoms: number[]) {
+    upstream.state.mode = "error";
+    upstream.state.requests = 0;
+    upstream.state.arrivals = [];
+    let call = 0;
+    const random = () => randoms[call++ % randoms.length] ?? 0;
+    const { client: c } = client({ ...options, random });
+    const timers = vi.spyOn(globalThis, "setTimeout");
+    let calls: unknown[][];
+    try {
+      await failure(c.fetchRates());
+    } finally {
+      calls = [...timers.mock.calls];
+      timers.mockRestore();
+    }
+    const sleeps = calls
+      .filter(([callback]) => String(callback).includes("[native code]"))
+      .map(([, ms]) => ms);
+    const arrivals = upstream.state.arrivals;
+    const gaps = arrivals.slice(1).map((at, i) => at - (arrivals[i] ?? at));
+    return { sleeps, gaps };
+  }
+
+  it("sleeps random × min(cap, base × 2^(attempt − 1)) between attempts: 200 ms base by default", async () => {
+    const low = await backoff({ backoffMs: undefined }, [0.25, 0.75, 0]);
+    expect(low.sleeps).toEqual([50, 300]);
+    const high = await backoff({ backoffMs: undefined }, [0.75, 0.25, 0]);
+    expect(high.sleeps).toEqual([150, 100]);
+    // The sleeps really lie between the requests (1 ms for timer rounding).
+    for (const { sleeps, gaps } of [low, high]) {
+      expect(gaps).toHaveLength(2);
+      for (const [i, gap] of gaps.entries()) {
+        expect(gap).toBeGreaterThanOrEqual(Number(sleeps[i]) - 1);
+      }
+    }
+  });
+
+  it("never sleeps past the cap, nor at all with random 0", async () => {
+    const capped = await backoff({ attempts: 5, backoffMs: 64, maxBackoffMs: 150 }, [1]);
+    expect(capped.sleeps).toEqual([64, 128, 150, 150]);
+    expect(capped.gaps).toHaveLength(4);
+    const none = await backoff({ attempts: 5, backoffMs: 64, maxBackoffMs: 150 }, [0]);
+    expect(none.sleeps).toEqual([0, 0, 0, 0]);
   });
 });
 
