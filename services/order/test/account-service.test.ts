@@ -103,6 +103,8 @@ describe("Deposit", () => {
     );
     expect(error.code).toBe("AlreadyExists");
     expect(error.message).toContain("was already used for Deposit");
+    expect(error.info?.reason).toBe("IDEMPOTENCY_KEY_REUSED");
+    expect(error.info?.metadata).toEqual({ idempotency_key: key, rpc: "Deposit", fields: "" });
     expect(await balancesOf(userId)).toEqual({ USD: "55" });
   });
 
@@ -243,6 +245,35 @@ describe("Withdraw", () => {
     expect(await balancesOf(userId)).toEqual({ USD: "10" });
   });
 
+  test("its own key with another payload fails with ALREADY_EXISTS, and nothing more is taken", async () => {
+    const userId = await funded({ USD: "100" });
+    const key = newKey();
+    const first = await accounts.withdraw({
+      userId,
+      currency: "USD",
+      amount: "10",
+      idempotencyKey: key,
+    });
+    const error = await rejection(
+      accounts.withdraw({ userId, currency: "USD", amount: "20", idempotencyKey: key }),
+    );
+    expect(error.code).toBe("AlreadyExists");
+    expect(error.message).toBe(
+      `idempotency key "${key}" was already used for another Withdraw (amount differ)`,
+    );
+    expect(error.info?.metadata).toEqual({
+      idempotency_key: key,
+      rpc: "Withdraw",
+      fields: "amount",
+    });
+    expect(await balancesOf(userId)).toEqual({ USD: "90" });
+    // The original payload still replays.
+    expect(
+      await accounts.withdraw({ userId, currency: "USD", amount: "10", idempotencyKey: key }),
+    ).toEqual(first);
+    expect(await balancesOf(userId)).toEqual({ USD: "90" });
+  });
+
   test("invalid fields, unknown currency and unknown user fail like Deposit", async () => {
     const userId = await stack.createUser();
     expect(
@@ -365,6 +396,26 @@ describe("Transfer", () => {
     expect(await balancesOf(from)).toEqual({ USD: "10" });
   });
 
+  test("an unknown payer is NOT_FOUND naming the field, and nothing moves", async () => {
+    const from = "01a20000-0000-7000-8000-000000000008";
+    const to = await funded({ USD: "10" });
+    const error = await rejection(
+      accounts.transfer({
+        fromUserId: from,
+        toUserId: to,
+        currency: "USD",
+        amount: "1",
+        idempotencyKey: newKey(),
+      }),
+    );
+    expect(error.code).toBe("NotFound");
+    expect(error.message).toBe(`user ${from} not found`);
+    expect(error.info?.reason).toBe("USER_NOT_FOUND");
+    expect(error.info?.metadata).toEqual({ user_id: from, field: "from_user_id" });
+    expect(await balancesOf(to)).toEqual({ USD: "10" });
+    expect((await accounts.listTransactions({ userId: to })).transactions).toHaveLength(1);
+  });
+
   test("insufficient funds name the payer's account, and nothing moves", async () => {
     const from = await funded({ USD: "3" });
     const to = await funded({ USD: "1" });
@@ -483,6 +534,20 @@ describe("ListTransactions", () => {
     expect(negative.violations).toEqual(["page_size: must not be negative"]);
     const garbage = await rejection(accounts.listTransactions({ userId: a, pageToken: "abc" }));
     expect(garbage.code).toBe("InvalidArgument");
+  });
+
+  test("an invalid user_id is INVALID_ARGUMENT", async () => {
+    expect((await rejection(accounts.listTransactions({ userId: "" }))).violations).toEqual([
+      "user_id: is required",
+    ]);
+    const error = await rejection(
+      accounts.listTransactions({ userId: "not-a-uuid", pageSize: -1 }),
+    );
+    expect(error.code).toBe("InvalidArgument");
+    expect(error.violations).toEqual([
+      "user_id: must be a UUID",
+      "page_size: must not be negative",
+    ]);
   });
 
   test("an unknown user is NOT_FOUND", async () => {

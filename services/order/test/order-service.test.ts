@@ -132,11 +132,20 @@ describe("PlaceOrder", () => {
     expect(buy.code).toBe("FailedPrecondition");
     expect(buy.message).toBe("BTC/USD: price 64000.5 is above the buy limit 64000.4");
     expect(buy.info?.reason).toBe("LIMIT_PRICE_CROSSED");
-    expect(buy.preconditions[0]).toMatchObject({ type: "LIMIT_PRICE", subject: "BTC/USD" });
+    expect(buy.info?.metadata).toEqual({ side: "buy", price: "64000.5", limit_price: "64000.4" });
+    expect(buy.preconditions).toEqual([
+      expect.objectContaining({
+        type: "LIMIT_PRICE",
+        subject: "BTC/USD",
+        description: "price 64000.5 is above the buy limit 64000.4",
+      }),
+    ]);
     const sell = await rejection(
-      orders.placeOrder({ ...buyBtc(userId, "1", { limitPrice: "64000.6" }), side: Side.SELL }),
+      orders.placeOrder({ ...buyBtc(userId, "1", { limitPrice: "64000.60" }), side: Side.SELL }),
     );
+    expect(sell.code).toBe("FailedPrecondition");
     expect(sell.message).toBe("BTC/USD: price 64000.5 is below the sell limit 64000.6");
+    expect(sell.info?.metadata).toEqual({ side: "sell", price: "64000.5", limit_price: "64000.6" });
     expect(await balancesOf(userId)).toEqual({ BTC: "1", USD: "100000" });
     expect((await orders.listOrders({ userId })).orders).toEqual([]);
 
@@ -161,14 +170,18 @@ describe("PlaceOrder", () => {
 
   test("a price older than ORDER_MAX_RATE_AGE_SECONDS is UNAVAILABLE RATE_STALE and nothing moves", async () => {
     const userId = await funded({ USD: "100000" });
-    stack.rate.asOf = new Date(Date.now() - 121_000);
+    const asOf = new Date(Date.now() - 121_000);
+    stack.rate.asOf = asOf;
     const error = await rejection(orders.placeOrder(buyBtc(userId, "1")));
     expect(error.code).toBe("Unavailable");
     expect(error.message).toMatch(
       /the price of BTC\/USD is 12\d s old; orders fill only at a price at most 120 s old/,
     );
     expect(error.info?.reason).toBe("RATE_STALE");
-    expect(error.info?.metadata.max_age_seconds).toBe("120");
+    expect(error.info?.metadata).toEqual({
+      as_of: asOf.toISOString(),
+      max_age_seconds: "120",
+    });
     expect(await balancesOf(userId)).toEqual({ USD: "100000" });
     expect((await orders.listOrders({ userId })).orders).toEqual([]);
 
@@ -181,10 +194,13 @@ describe("PlaceOrder", () => {
   test("a snapshot price is refused unless snapshot rates are allowed", async () => {
     const userId = await funded({ USD: "100000" });
     stack.rate.source = RateSource.SNAPSHOT;
+    const asOf = new Date("2026-11-20T12:00:00.000Z");
+    stack.rate.asOf = asOf;
     const error = await rejection(orders.placeOrder(buyBtc(userId, "1")));
     expect(error.code).toBe("Unavailable");
     expect(error.message).toContain("bundled snapshot");
     expect(error.info?.reason).toBe("RATE_STALE");
+    expect(error.info?.metadata).toEqual({ source: "SNAPSHOT", as_of: asOf.toISOString() });
     expect(await balancesOf(userId)).toEqual({ USD: "100000" });
   });
 
@@ -291,6 +307,25 @@ describe("PlaceOrder", () => {
       "limit_price: must be greater than zero",
       "idempotency_key: is required",
     ]);
+  });
+
+  test("a limit_price beyond 20 integer digits is INVALID_ARGUMENT; 20 digits fill", async () => {
+    const userId = await funded({ USD: "100000" });
+    const error = await rejection(
+      orders.placeOrder(buyBtc(userId, "1", { limitPrice: "100000000000000000000" })),
+    );
+    expect(error.code).toBe("InvalidArgument");
+    expect(error.violations).toEqual(["limit_price: must have at most 20 integer digits"]);
+    const fraction = await rejection(
+      orders.placeOrder(buyBtc(userId, "1", { limitPrice: "70000.0000000000000000001" })),
+    );
+    expect(fraction.violations).toEqual(["limit_price: must have at most 18 fractional digits"]);
+    expect(await balancesOf(userId)).toEqual({ USD: "100000" });
+
+    const largest = "99999999999999999999.999999999999999999";
+    const { order } = await orders.placeOrder(buyBtc(userId, "1", { limitPrice: largest }));
+    expect(order?.limitPrice).toBe(largest);
+    expect((await orders.getOrder({ id: order?.id ?? "" })).order?.limitPrice).toBe(largest);
   });
 
   test("unknown currencies and users are rejected before any price is fetched", async () => {
@@ -424,6 +459,32 @@ describe("ListOrders", () => {
     expect([...first.orders, ...second.orders].map((o) => o.id)).toEqual(ids);
     expect(second.nextPageToken).toBe("");
     expect(first.orders[0]?.quantity).toBe("0.03");
+  });
+
+  test("an invalid user_id is INVALID_ARGUMENT", async () => {
+    expect((await rejection(orders.listOrders({ userId: "" }))).violations).toEqual([
+      "user_id: is required",
+    ]);
+    const error = await rejection(orders.listOrders({ userId: "nobody" }));
+    expect(error.code).toBe("InvalidArgument");
+    expect(error.violations).toEqual(["user_id: must be a UUID"]);
+  });
+
+  test("a page token is bound to its user and its listing", async () => {
+    const owner = await funded({ USD: "100000" });
+    for (let i = 0; i < 2; i++) await orders.placeOrder(buyBtc(owner, "0.01"));
+    const { nextPageToken } = await orders.listOrders({ userId: owner, pageSize: 1 });
+    expect(nextPageToken).not.toBe("");
+    const other = await stack.createUser();
+    const foreign = await rejection(orders.listOrders({ userId: other, pageToken: nextPageToken }));
+    expect(foreign.code).toBe("InvalidArgument");
+    expect(foreign.violations).toEqual(["page_token: is not a token returned by this listing"]);
+    // A ListTransactions token of the same user is not a ListOrders token either.
+    const transactions = await accounts.listTransactions({ userId: owner, pageSize: 1 });
+    const crossed = await rejection(
+      orders.listOrders({ userId: owner, pageToken: transactions.nextPageToken }),
+    );
+    expect(crossed.violations).toEqual(["page_token: is not a token returned by this listing"]);
   });
 
   test("bad input is INVALID_ARGUMENT, an unknown user NOT_FOUND", async () => {
