@@ -379,41 +379,28 @@ describe("Transfer", () => {
     expect(error.violations).toEqual(["to_user_id: must differ from from_user_id"]);
   });
 
-  test("an unknown payee is NOT_FOUND naming the field, and nothing moves", async () => {
-    const from = await funded({ USD: "10" });
-    const to = "01a20000-0000-7000-8000-000000000002";
+  test.each([
+    ["payee", "to_user_id"],
+    ["payer", "from_user_id"],
+  ])("an unknown %s is NOT_FOUND naming the field, and nothing moves", async (_, field) => {
+    const known = await funded({ USD: "10" });
+    const unknown = "01a20000-0000-7000-8000-000000000002";
+    const [fromUserId, toUserId] = field === "to_user_id" ? [known, unknown] : [unknown, known];
     const error = await rejection(
       accounts.transfer({
-        fromUserId: from,
-        toUserId: to,
+        fromUserId,
+        toUserId,
         currency: "USD",
         amount: "1",
         idempotencyKey: newKey(),
       }),
     );
     expect(error.code).toBe("NotFound");
-    expect(error.info?.metadata).toEqual({ user_id: to, field: "to_user_id" });
-    expect(await balancesOf(from)).toEqual({ USD: "10" });
-  });
-
-  test("an unknown payer is NOT_FOUND naming the field, and nothing moves", async () => {
-    const from = "01a20000-0000-7000-8000-000000000008";
-    const to = await funded({ USD: "10" });
-    const error = await rejection(
-      accounts.transfer({
-        fromUserId: from,
-        toUserId: to,
-        currency: "USD",
-        amount: "1",
-        idempotencyKey: newKey(),
-      }),
-    );
-    expect(error.code).toBe("NotFound");
-    expect(error.message).toBe(`user ${from} not found`);
+    expect(error.message).toBe(`user ${unknown} not found`);
     expect(error.info?.reason).toBe("USER_NOT_FOUND");
-    expect(error.info?.metadata).toEqual({ user_id: from, field: "from_user_id" });
-    expect(await balancesOf(to)).toEqual({ USD: "10" });
-    expect((await accounts.listTransactions({ userId: to })).transactions).toHaveLength(1);
+    expect(error.info?.metadata).toEqual({ user_id: unknown, field });
+    expect(await balancesOf(known)).toEqual({ USD: "10" });
+    expect((await accounts.listTransactions({ userId: known })).transactions).toHaveLength(1);
   });
 
   test("insufficient funds name the payer's account, and nothing moves", async () => {
