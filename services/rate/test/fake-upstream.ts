@@ -48,6 +48,8 @@ export async function startFakeUpstream() {
     retryAfter: "30",
     /** Delay before answering "ok", so concurrent callers overlap one request. */
     delayMs: 0,
+    /** While set, "ok" answers wait for it: a refresh the test holds open as long as it likes. */
+    gate: undefined as Promise<void> | undefined,
     requests: 0,
     /** When each request arrived, in performance.now() milliseconds. */
     arrivals: [] as number[],
@@ -73,8 +75,9 @@ export async function startFakeUpstream() {
       case "ok": {
         const text = body();
         const send = () => res.writeHead(200, { "content-type": "application/json" }).end(text);
-        if (state.delayMs > 0) setTimeout(send, state.delayMs);
-        else send();
+        const answer = () => (state.delayMs > 0 ? setTimeout(send, state.delayMs) : send());
+        if (state.gate) state.gate.then(answer);
+        else answer();
         return;
       }
       case "error":

@@ -1,3 +1,4 @@
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { silentLogger } from "@coinmesh/lib/log";
 import { connectTestRedis, TEST_REDIS_URL } from "@coinmesh/lib/testing";
 import { RateSource } from "@coinmesh/proto/rate/v1/rate_pb";
@@ -22,6 +23,14 @@ const prefix = () => {
   prefixes.push(p);
   return p;
 };
+async function until(check: () => Promise<boolean>, what: string) {
+  for (let i = 0; i < 100; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
 afterAll(async () => {
   if (!redis) return;
   for (const p of prefixes) await redis.del(p, `${p}:refresh-lock`);
@@ -89,6 +98,21 @@ describe.skipIf(!redis)("rate service on Redis", () => {
     await Promise.all(closers.splice(0).map((close) => close()));
     await upstream.close();
   });
+  /** The fetched-at time of the rates stored under keyPrefix, and whether the refresh lock is held. */
+  async function stored(keyPrefix: string) {
+    const value = await redis?.get(keyPrefix);
+    const locked = (await redis?.exists(`${keyPrefix}:refresh-lock`)) === 1;
+    return { fetchedAtMs: Number(value?.split("\n", 1)[0]), locked };
+  }
+  /** Resolves when the server's next refresh attempt has ended, whatever its outcome. */
+  function nextRefresh(server: RateServer) {
+    return new Promise<void>((resolve) => {
+      const off = server.cache.onRefresh(() => {
+        off();
+        resolve();
+      });
+    });
+  }
   async function start(options: Partial<RateServerOptions>) {
     const server = await startRateServer({ upstream, redisUrl: TEST_REDIS_URL, ...options });
     servers.push(server);
@@ -152,4 +176,68 @@ describe.skipIf(!redis)("rate service on Redis", () => {
       expect(rate).toMatchObject({ price: "94000", source: RateSource.UPSTREAM });
     },
   );
+
+  it("serves fresh within the TTL, then stale at once while one refresh runs across replicas, then fresh", async () => {
+    const keyPrefix = prefix();
+    const clock = createFakeClock();
+    // A long upstream timeout: the test holds the refresh open for as long as it checks.
+    const options = { keyPrefix, clock: clock.now, ttlMs: 60_000, upstreamTimeoutMs: 10_000 };
+    const a = await start(options);
+    const btcUsd = (server: RateServer) => server.grpc.getRate({ base: "BTC", quote: "USD" });
+    expect((await btcUsd(a)).rate).toMatchObject({ source: RateSource.UPSTREAM, stale: false });
+    const firstAsOf = clock.now();
+    expect(await stored(keyPrefix)).toEqual({ fetchedAtMs: firstAsOf, locked: false });
+    const b = await start(options);
+    expect((await btcUsd(b)).rate).toMatchObject({ source: RateSource.CACHE, stale: false });
+
+    clock.advance(59_999);
+    for (const server of [a, b]) {
+      expect((await btcUsd(server)).rate).toMatchObject({
+        source: RateSource.CACHE,
+        stale: false,
+        price: "93012.5",
+      });
+    }
+    expect(upstream.state.requests).toBe(1);
+
+    clock.advance(1);
+    upstream.setValue("usd", "94000");
+    let open = () => {};
+    upstream.state.gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const staleOnA = await Promise.all(Array.from({ length: 20 }, () => btcUsd(a)));
+    await until(async () => upstream.state.requests === 2, "a's refresh to reach the upstream");
+    // The refresh holds the lock in Redis; b answers stale too and leaves the upstream alone.
+    expect((await stored(keyPrefix)).locked).toBe(true);
+    const triedOnB = nextRefresh(b);
+    const staleOnB = await Promise.all(Array.from({ length: 20 }, () => btcUsd(b)));
+    await triedOnB;
+    for (const { rate } of [...staleOnA, ...staleOnB]) {
+      expect(rate).toMatchObject({ source: RateSource.CACHE, stale: true, price: "93012.5" });
+      expect(rate?.asOf && timestampMs(rate.asOf)).toBe(firstAsOf);
+    }
+    expect(upstream.state.requests).toBe(2);
+
+    const refreshed = nextRefresh(a);
+    open();
+    await refreshed;
+    const refreshedAt = clock.now();
+    expect(await stored(keyPrefix)).toEqual({ fetchedAtMs: refreshedAt, locked: false });
+    expect((await btcUsd(a)).rate).toMatchObject({
+      source: RateSource.CACHE,
+      stale: false,
+      price: "94000",
+    });
+
+    // b tries again a second later and takes a's rates from Redis.
+    clock.advance(1_000);
+    const adopted = nextRefresh(b);
+    expect((await btcUsd(b)).rate).toMatchObject({ stale: true, price: "93012.5" });
+    await adopted;
+    const fresh = (await btcUsd(b)).rate;
+    expect(fresh).toMatchObject({ source: RateSource.CACHE, stale: false, price: "94000" });
+    expect(fresh?.asOf && timestampMs(fresh.asOf)).toBe(refreshedAt);
+    expect(upstream.state.requests).toBe(2);
+  });
 });
