@@ -32,6 +32,8 @@ export function sharedCallOptions(call: Call, timeoutMs: number): ClientCallOpti
   return { timeoutMs, metadata: call.propagate };
 }
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * Waits for a shared call until it settles or this caller's own deadline passes (UNAVAILABLE, as
  * for a dependency too slow) or it is cancelled; the shared call runs on for the other callers.
@@ -46,13 +48,15 @@ export function awaitShared<T>(
   if (deadline === undefined && !signal) return shared;
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => finish(() => reject(signal?.reason));
+    const onDeadline = () => {
+      const late = new AppError("deadline_exceeded", "no answer within the call's deadline");
+      finish(() => reject(dependencyFailure(late, what, reason)));
+    };
+    // setTimeout fires at once past 2^31 - 1 ms; the shared call ends long before that anyway.
     const timer =
       deadline === undefined
         ? undefined
-        : setTimeout(() => {
-            const late = new AppError("deadline_exceeded", "no answer within the call's deadline");
-            finish(() => reject(dependencyFailure(late, what, reason)));
-          }, deadline - Date.now());
+        : setTimeout(onDeadline, Math.min(deadline - Date.now(), MAX_TIMER_MS));
     function finish(settle: () => void) {
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
