@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { trace } from "@opentelemetry/api";
-import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Histogram, type Metric, Registry } from "prom-client";
 import type { CallObserver } from "./grpc-service.ts";
 import type { Logger } from "./log.ts";
 import { codeName } from "./status.ts";
@@ -103,12 +103,17 @@ export interface Metrics {
   client: CallObserver;
 }
 
-export function createMetrics(): Metrics {
-  // OpenMetrics is the format that carries exemplars; Prometheus negotiates it.
+/** A registry of the given format; prom-client's typings lack the constructor argument. */
+function registryFor(contentType: string): Registry {
   const registry = new Registry();
-  registry.setContentType(
-    Registry.OPENMETRICS_CONTENT_TYPE as unknown as typeof Registry.PROMETHEUS_CONTENT_TYPE,
-  );
+  registry.setContentType(contentType as typeof Registry.PROMETHEUS_CONTENT_TYPE);
+  return registry;
+}
+
+export function createMetrics(): Metrics {
+  // Exemplar-carrying histograms may only be registered on an OpenMetrics registry; what a
+  // scrape gets is negotiated per request (renderMetrics).
+  const registry = registryFor(Registry.OPENMETRICS_CONTENT_TYPE);
   collectDefaultMetrics({ register: registry });
   return {
     registry,
@@ -117,7 +122,74 @@ export function createMetrics(): Metrics {
   };
 }
 
-/** Serves `/metrics` in Prometheus text format on its own port (0 picks a free one). */
+/**
+ * True when the scraper prefers OpenMetrics, the format that carries exemplars (Prometheus
+ * asks for it first); anything else (curl, older scrapers) gets Prometheus text.
+ */
+export function prefersOpenMetrics(accept: string | undefined): boolean {
+  let openMetrics = 0;
+  let text = 0;
+  for (const range of (accept ?? "").toLowerCase().split(",")) {
+    const [type, ...params] = range.split(";").map((part) => part.trim());
+    const q = Number(params.find((p) => p.startsWith("q="))?.slice(2) ?? "1");
+    const weight = Number.isFinite(q) ? q : 0;
+    if (type === "application/openmetrics-text") openMetrics = Math.max(openMetrics, weight);
+    else if (type === "text/plain" || type === "text/*" || type === "*/*") {
+      text = Math.max(text, weight);
+    }
+  }
+  return openMetrics > 0 && openMetrics >= text;
+}
+
+/** prom-client's renderer of one metric family, in the format of the registry it belongs to. */
+interface FamilyRenderer {
+  getMetricsAsString(family: Pick<Metric, "get">): Promise<string>;
+}
+const openMetricsRenderer = registryFor(
+  Registry.OPENMETRICS_CONTENT_TYPE,
+) as unknown as FamilyRenderer;
+const textRenderer = registryFor(Registry.PROMETHEUS_CONTENT_TYPE) as unknown as FamilyRenderer;
+
+/** A counter as a format names it: OpenMetrics appends `_total` itself, text needs it there. */
+function counterNamed(counter: Metric, name: (defined: string) => string): Pick<Metric, "get"> {
+  return {
+    get: async () => {
+      const family = await counter.get();
+      return { ...family, name: name(family.name) };
+    },
+  };
+}
+
+/**
+ * The registry's metrics as OpenMetrics (with exemplars) or as Prometheus text (without).
+ * `registry.metrics()` cannot do both: it renders in one format, and its OpenMetrics pass
+ * renames counters in place (`x_total` → `x`), which would break every later text scrape.
+ */
+export async function renderMetrics(
+  registry: Registry,
+  format: "openmetrics" | "text",
+): Promise<{ contentType: string; body: string }> {
+  const openMetrics = format === "openmetrics";
+  const renderer = openMetrics ? openMetricsRenderer : textRenderer;
+  const counterName = openMetrics
+    ? (name: string) => name.replace(/_total$/, "")
+    : (name: string) => (name.endsWith("_total") ? name : `${name}_total`);
+  const families = await Promise.all(
+    (registry.getMetricsAsArray() as unknown as Metric[]).map((metric) =>
+      renderer.getMetricsAsString(
+        metric instanceof Counter ? counterNamed(metric, counterName) : metric,
+      ),
+    ),
+  );
+  return openMetrics
+    ? { contentType: Registry.OPENMETRICS_CONTENT_TYPE, body: `${families.join("\n")}\n# EOF\n` }
+    : { contentType: Registry.PROMETHEUS_CONTENT_TYPE, body: `${families.join("\n\n")}\n` };
+}
+
+/**
+ * Serves `/metrics` on its own port (0 picks a free one): OpenMetrics with exemplars to a
+ * scraper that asks for it, Prometheus text otherwise.
+ */
 export async function startMetricsServer(
   registry: Registry,
   host: string,
@@ -129,8 +201,10 @@ export async function startMetricsServer(
       res.writeHead(404).end("not found; try /metrics\n");
       return;
     }
-    registry.metrics().then(
-      (body) => res.writeHead(200, { "content-type": registry.contentType }).end(body),
+    const format = prefersOpenMetrics(req.headers.accept) ? "openmetrics" : "text";
+    renderMetrics(registry, format).then(
+      ({ contentType, body }) =>
+        res.writeHead(200, { "content-type": contentType, vary: "Accept" }).end(body),
       (err: unknown) => {
         log.error({ err }, "metrics collection failed");
         res.writeHead(500).end();
