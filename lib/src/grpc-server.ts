@@ -68,7 +68,23 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const health = new HealthImplementation(
     Object.fromEntries(["", ...names].map((name) => [name, "NOT_SERVING" as const])),
   );
-  health.addToServer(server);
+  // Health Watch streams would hold tryShutdown open for the whole grace period: track them, so
+  // that shutdown can end them once they have seen NOT_SERVING.
+  const healthWatches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
+  health.addToServer({
+    addService(definition, implementation) {
+      const watch = implementation.watch as grpc.handleServerStreamingCall<unknown, unknown>;
+      server.addService(definition, {
+        ...implementation,
+        watch(call: grpc.ServerWritableStream<unknown, unknown>) {
+          healthWatches.add(call);
+          call.once("close", () => healthWatches.delete(call));
+          call.once("cancelled", () => healthWatches.delete(call));
+          watch(call);
+        },
+      });
+    },
+  });
   // @grpc/reflection reads only `fileDescriptorProtos` from a proto-loader package definition.
   const files = descriptorFiles([Health, ...options.services.map((s) => s.service)]);
   type PackageDefinition = ConstructorParameters<typeof ReflectionService>[0];
@@ -104,6 +120,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     async shutdown(graceMs) {
       setAll("NOT_SERVING");
       shutdownController.abort();
+      for (const call of healthWatches) {
+        call.emit("error", { code: grpc.status.UNAVAILABLE, details: "server is shutting down" });
+      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           log.warn({ graceMs }, "grace period over, cancelling remaining calls");

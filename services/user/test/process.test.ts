@@ -159,6 +159,12 @@ describe("grpc.health.v1", () => {
 
     proc.child.kill("SIGTERM");
     expect(statusName((await watch.next()).value?.status)).toBe("NOT_SERVING");
+    // Then the watch ends, so that it does not hold the server open for the grace period.
+    const ended = await watch.next().then(
+      () => "still open",
+      (err: { kind?: string }) => err.kind,
+    );
+    expect(ended).toBe("unavailable");
     // A new probe is refused or told NOT_SERVING: either way the pod leaves the endpoints.
     expect(["NOT_SERVING", "unavailable"]).toContain(await probe(address));
     watching.abort();
