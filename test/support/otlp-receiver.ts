@@ -4,11 +4,15 @@ import type { AddressInfo } from "node:net";
 
 export interface ReceivedSpan {
   service: string;
+  /** The exporting process's resource attributes (service.name, service.version, ...). */
+  resource: Record<string, unknown>;
   name: string;
   traceId: string;
   spanId: string;
   parentSpanId: string | undefined;
   kind: number;
+  /** 0 unset, 1 ok, 2 error. */
+  status: number;
   attributes: Record<string, unknown>;
 }
 
@@ -31,6 +35,7 @@ interface OtlpExport {
         spanId: string;
         parentSpanId?: string;
         kind: number;
+        status?: { code?: number };
         attributes?: OtlpAttribute[];
       }[];
     }[];
@@ -59,11 +64,13 @@ export async function startOtlpReceiver() {
           for (const s of ss.spans) {
             spans.push({
               service: String(resource["service.name"]),
+              resource,
               name: s.name,
               traceId: s.traceId,
               spanId: s.spanId,
               parentSpanId: s.parentSpanId || undefined,
               kind: s.kind,
+              status: s.status?.code ?? 0,
               attributes: Object.fromEntries(
                 (s.attributes ?? []).map((a) => [a.key, attributeValue(a.value)]),
               ),

@@ -3,11 +3,15 @@ import { type SpawnedRunnable, spawnRunnable } from "@coinmesh/lib/process-testi
 import { createTestDatabase, inCI, TEST_REDIS_URL, type TestDatabase } from "@coinmesh/lib/testing";
 import { type FakeUpstream, startFakeUpstream } from "../../services/rate/test/fake-upstream.ts";
 
+export type ProcessName = "user" | "order" | "rate" | "gateway";
+
 export interface PlatformOptions {
   /** Also start the gateway in front of the services. */
   gateway?: boolean;
   /** Environment for every process (e.g. OTEL_EXPORTER_OTLP_ENDPOINT). */
   env?: Record<string, string>;
+  /** Environment for one process on top of `env` (e.g. a canary's SERVICE_VERSION). */
+  envOf?: Partial<Record<ProcessName, Record<string, string>>>;
 }
 
 export interface Platform {
@@ -48,8 +52,8 @@ export async function startPlatform(options: PlatformOptions = {}): Promise<Plat
     databases.push(userDb, orderDb);
     if (!userDb.real && inCI) throw new Error("CI needs the real Postgres");
     const common = { PORT: "0", METRICS_PORT: "0", SHUTDOWN_GRACE_MS: "2000", ...options.env };
-    const start = async (name: string, entry: string, env: Record<string, string>) => {
-      const proc = spawnRunnable(entry, { ...common, ...env });
+    const start = async (name: ProcessName, entry: string, env: Record<string, string>) => {
+      const proc = spawnRunnable(entry, { ...common, ...env, ...options.envOf?.[name] });
       processes[name] = proc;
       const ready = await proc.waitForLog(
         (l) => typeof l.msg === "string" && l.msg.endsWith("SERVING"),
