@@ -49,6 +49,8 @@ import type { INetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import type { IPodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
+import type { IRole, IRoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
+import { Role, RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
 import type { ISecret, IService } from "kubernetes-models/v1";
 import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
 import { parseAllDocuments } from "yaml";
@@ -93,7 +95,7 @@ const rendered = new Map<string, Manifest[]>();
 // after the content of everything kustomize reads, so an edit re-renders.
 function sourcesHash(dir: string): string {
   const hash = createHash("sha256").update(dir);
-  for (const root of ["k8s", "istio"]) {
+  for (const root of ["k8s", "istio", "monitoring"]) {
     const files = readdirSync(`${repoRoot}${root}`, { recursive: true, encoding: "utf8" }).sort();
     for (const file of files) {
       const path = `${repoRoot}${root}/${file}`;
@@ -153,6 +155,8 @@ type ModelClass = { apiVersion: string; kind: string; new (data: never): Validat
 const models: ModelClass[] = [
   Namespace,
   ServiceAccount,
+  Role,
+  RoleBinding,
   Service,
   ConfigMap,
   Secret,
@@ -297,6 +301,8 @@ export function loadOverlay(kubectl: string, overlay: Overlay) {
     statefulSets: kind<IStatefulSet & Manifest>("StatefulSet"),
     services: kind<IService & Manifest>("Service"),
     serviceAccounts: kind<Manifest>("ServiceAccount"),
+    roles: kind<IRole & Manifest>("Role"),
+    roleBindings: kind<IRoleBinding & Manifest>("RoleBinding"),
     pdbs: kind<IPodDisruptionBudget & Manifest>("PodDisruptionBudget"),
     hpas: kind<IHorizontalPodAutoscaler & Manifest>("HorizontalPodAutoscaler"),
     policies: kind<INetworkPolicy & Manifest>("NetworkPolicy"),
@@ -311,4 +317,77 @@ export function loadOverlay(kubectl: string, overlay: Overlay) {
     requestAuths: kind<IRequestAuthentication & Manifest>("RequestAuthentication"),
     telemetries: kind<ITelemetry & Manifest>("Telemetry"),
   };
+}
+
+/** A pod as NetworkPolicies see it: its namespace and labels. */
+export type Pod = { namespace: string; labels: Record<string, string> };
+
+/** The pod of a rendered Deployment or StatefulSet, by namespace and `app` label. */
+export function podOf(objects: Manifest[], namespace: string, app: string): Pod {
+  const found = objects.filter(
+    (o) =>
+      (o.kind === "Deployment" || o.kind === "StatefulSet") &&
+      o.metadata.namespace === namespace &&
+      o.metadata.labels?.app === app,
+  ) as unknown as Array<IDeployment | IStatefulSet>;
+  const labels = found[0]?.spec?.template.metadata?.labels;
+  if (!labels) throw new Error(`no workload app=${app} in namespace ${namespace}`);
+  return { namespace, labels };
+}
+
+/**
+ * Whether the NetworkPolicies let `from` open a TCP connection to `to` on `port`,
+ * with Kubernetes semantics: a pod no policy selects for a direction is open in it;
+ * a peer without namespaceSelector is in the policy's namespace; namespaces carry
+ * kubernetes.io/metadata.name. ipBlock peers never match a pod (pod IPs are private
+ * and the blocks here are the public internet).
+ */
+export function reachable(objects: Manifest[], from: Pod, to: Pod, port: number): boolean {
+  const policies = objects.filter((o) => o.kind === "NetworkPolicy") as unknown as Array<
+    INetworkPolicy & Manifest
+  >;
+  const namespaceLabels = (name: string) => ({
+    ...objects.find((o) => o.kind === "Namespace" && o.metadata.name === name)?.metadata.labels,
+    "kubernetes.io/metadata.name": name,
+  });
+  type Peer = NonNullable<NonNullable<INetworkPolicy["spec"]>["ingress"]>[number]["from"];
+  const peerMatches = (peers: Peer, policyNamespace: string, pod: Pod) =>
+    !peers ||
+    peers.some(
+      (peer) =>
+        !peer.ipBlock &&
+        (peer.namespaceSelector
+          ? selects(peer.namespaceSelector, namespaceLabels(pod.namespace))
+          : pod.namespace === policyNamespace) &&
+        (!peer.podSelector || selects(peer.podSelector, pod.labels)),
+    );
+  const portMatches = (ports: Array<{ port?: number | string }> | undefined) =>
+    !ports || ports.some((p) => p.port === port);
+  const applying = (pod: Pod, type: "Ingress" | "Egress") =>
+    policies.filter(
+      (p) =>
+        p.metadata.namespace === pod.namespace &&
+        selects(p.spec?.podSelector, pod.labels) &&
+        (p.spec?.policyTypes ?? (p.spec?.egress ? ["Ingress", "Egress"] : ["Ingress"])).includes(
+          type,
+        ),
+    );
+  const egress = applying(from, "Egress");
+  const ingress = applying(to, "Ingress");
+  const out =
+    egress.length === 0 ||
+    egress.some((p) =>
+      (p.spec?.egress ?? []).some(
+        (rule) => portMatches(rule.ports) && peerMatches(rule.to, p.metadata.namespace ?? "", to),
+      ),
+    );
+  const into =
+    ingress.length === 0 ||
+    ingress.some((p) =>
+      (p.spec?.ingress ?? []).some(
+        (rule) =>
+          portMatches(rule.ports) && peerMatches(rule.from, p.metadata.namespace ?? "", from),
+      ),
+    );
+  return out && into;
 }
