@@ -13,6 +13,7 @@ import {
 } from "@connectrpc/connect";
 import type { Admission } from "./admission.ts";
 import type { Access } from "./authorization.ts";
+import { createBodyDeadlines } from "./body-deadlines.ts";
 import type { ForwardCall, Forwarding, HeaderReader } from "./forward.ts";
 import { createWireSelector, type Wire } from "./wires.ts";
 
@@ -69,6 +70,8 @@ function webHeaders(headers: IncomingHttpHeaders): Headers {
 export function createFastPath(deps: FastPathDeps) {
   const { admission, forwarding, log } = deps;
   const wireOf = createWireSelector(deps.maxMessageBytes);
+  // A stalled body is noticed within this of its call's deadline.
+  const bodyDeadlines = createBodyDeadlines(100);
   const routes = new Map<string, [DescMethod, Access]>();
   for (const [method, access] of deps.routes) {
     if (method.methodKind === "unary") {
@@ -115,14 +118,15 @@ export function createFastPath(deps: FastPathDeps) {
       if (!finished) controller.abort(new ConnectError("the client cancelled", Code.Canceled));
     });
     // Read from the start: an http2 stream that ends before anyone listens never says "end".
-    const received = wire.read(stream, headers);
-    received.catch(() => {});
+    const received = wire.read(stream, headers, bodyDeadlines);
     try {
       const header = headerReader(headers);
       const identity = await admission.admit(method, access, header, peer);
       const timeout = wire.timeout(headers);
       if (timeout.error) throw timeout.error;
-      const body = wire.unwrap(await received);
+      // The call's deadline runs from its headers and covers the wait for its body.
+      const timeoutMs = forwarding.unaryTimeoutMs(timeout.timeoutMs);
+      const body = wire.unwrap(await received.by(arrivedAt + timeoutMs));
       bodyRead = true;
       const { message: request, forward } = wire.parse(method, body);
       const call: ForwardCall = {
@@ -131,10 +135,7 @@ export function createFastPath(deps: FastPathDeps) {
         identity,
         header,
         signal: controller.signal,
-        timeoutMs:
-          timeout.timeoutMs === undefined
-            ? undefined
-            : Math.max(0, timeout.timeoutMs - (performance.now() - arrivedAt)),
+        timeoutMs: Math.max(0, timeoutMs - (performance.now() - arrivedAt)),
       };
       const contextValues = createContextValues().set(fastCallKey, { call, forward });
       let webHeader: Headers | undefined;

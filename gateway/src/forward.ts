@@ -112,7 +112,13 @@ export function createForwarding({
     return backend;
   };
 
+  const unaryTimeoutMs = (clientTimeoutMs: number | undefined) =>
+    Math.min(clientTimeoutMs ?? defaultTimeoutMs, maxTimeoutMs);
+
   return {
+    /** How long a unary call may take, given the client's timeout (if it sent one). */
+    unaryTimeoutMs,
+
     /** The refusal a new unary call gets right now, before any work is spent on it. */
     refusal(): ConnectError | undefined {
       return inFlight >= maxInFlight ? atCapacity() : undefined;
@@ -127,7 +133,7 @@ export function createForwarding({
       authorizeRequest(method, access, identity, request);
       // Under overload a quick refusal beats a queue in which every call misses its deadline.
       if (inFlight >= maxInFlight) throw atCapacity();
-      const timeoutMs = Math.min(call.timeoutMs ?? defaultTimeoutMs, maxTimeoutMs);
+      const timeoutMs = unaryTimeoutMs(call.timeoutMs);
       let response: Uint8Array;
       inFlight++;
       try {

@@ -33,7 +33,10 @@ export interface HttpServerOptions {
   corsOrigins: string[];
   maxConcurrentStreams: number;
   headersTimeoutMs: number;
-  /** Longest a request body may take to arrive over HTTP/1.1. */
+  /**
+   * Longest a request body may take to arrive over HTTP/1.1, and over HTTP/2 for calls left to
+   * connect-node (the fast path bounds its own by each call's deadline).
+   */
   requestTimeoutMs: number;
   idleTimeoutMs: number;
   log: Logger;
@@ -112,6 +115,16 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
   });
   h2.on("stream", (stream, headers, _flags, rawHeaders) => {
     if (options.fastPath.serve(stream, headers, peers.get(stream.session as Http2Session))) return;
+    // connect-node reads a body with no clock of its own, so a client that stalls or trickles
+    // it would hold the stream for good. Past requestTimeoutMs the stream is reset (the client
+    // sees CANCELED), as HTTP/1.1 drops such a request.
+    const timer = setTimeout(
+      () => stream.close(http2.constants.NGHTTP2_CANCEL),
+      options.requestTimeoutMs,
+    );
+    const bodyIn = () => clearTimeout(timer);
+    stream.once("end", bodyIn);
+    stream.once("close", bodyIn);
     // What http2's compatibility layer does for a "request" listener, for the streams left over.
     onRequest(
       new http2.Http2ServerRequest(stream, headers, undefined as never, rawHeaders),

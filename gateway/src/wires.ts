@@ -16,6 +16,7 @@ import {
   setTrailerStatus,
 } from "@connectrpc/connect/protocol-grpc";
 import { trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
+import type { BodyDeadlines } from "./body-deadlines.ts";
 
 /**
  * The three unary wire formats the fast path speaks on an http2 stream, each as connect-node's
@@ -27,8 +28,12 @@ import { trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
  *   status.
  */
 export interface Wire {
-  /** Reads the whole request body, refusing it early when it is too large. */
-  read(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<Buffer>;
+  /** Starts reading the whole request body, refusing it early when it is too large. */
+  read(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    deadlines: BodyDeadlines,
+  ): IncomingBody;
   /** The request message's bytes inside the body. */
   unwrap(body: Buffer): Buffer;
   timeout(headers: IncomingHttpHeaders): { timeoutMs?: number; error?: ConnectError };
@@ -45,38 +50,86 @@ const tooLarge = (size: number, max: number) =>
     Code.ResourceExhausted,
   );
 
+/** A request body on its way in. */
+export interface IncomingBody {
+  /**
+   * The whole body, or why it was refused. One still arriving at `deadline` (performance.now()
+   * ms) is given up with DEADLINE_EXCEEDED: a client that stalls or trickles its body holds a
+   * stream no longer than its call may last.
+   */
+  by(deadline: number): Promise<Buffer>;
+}
+
+const refused = (error: ConnectError): IncomingBody => ({ by: () => Promise.reject(error) });
+
+const late = () =>
+  new ConnectError(
+    "the request body did not arrive before the call's deadline",
+    Code.DeadlineExceeded,
+  );
+
 /** Collects a body; `check` sees the first bytes and the running size and may refuse it. */
 function collect(
   stream: ServerHttp2Stream,
+  deadlines: BodyDeadlines,
   check: (first: Buffer, size: number) => ConnectError | undefined,
-): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
+): IncomingBody {
+  let settled = false;
+  let fail: (error: ConnectError) => void = () => {};
+  const body = new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const settle = () => {
+      settled = true;
+      deadlines.unwatch(incoming);
+      stream.off("data", onData);
+      stream.off("close", onClose);
+    };
+    fail = (error) => {
+      if (settled) return;
+      settle();
+      stream.pause();
+      reject(error);
+    };
     const onData = (chunk: Buffer) => {
       chunks.push(chunk);
       size += chunk.length;
       const refusal = check(chunks.length === 1 ? chunk : Buffer.concat(chunks), size);
-      if (refusal) {
-        stream.off("data", onData);
-        stream.pause();
-        reject(refusal);
-      }
+      if (refusal) fail(refusal);
     };
-    const onClose = () => reject(new ConnectError("the client cancelled", Code.Canceled));
+    const onClose = () => fail(new ConnectError("the client cancelled", Code.Canceled));
     stream.on("data", onData);
     stream.once("close", onClose);
     stream.once("end", () => {
-      stream.off("close", onClose);
+      if (settled) return;
+      settle();
       resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
     });
   });
+  // Nobody may ask for the body (a call refused before it is read).
+  body.catch(() => {});
+  const incoming = {
+    deadline: Number.POSITIVE_INFINITY,
+    expire: () => fail(late()),
+    by(deadline: number) {
+      if (!settled) {
+        incoming.deadline = deadline;
+        deadlines.watch(incoming);
+      }
+      return body;
+    },
+  };
+  return incoming;
 }
 
 /** An enveloped unary body (gRPC and gRPC-web), refused as soon as its declared size is too large. */
-function readEnveloped(stream: ServerHttp2Stream, max: number): Promise<Buffer> {
+function readEnveloped(
+  stream: ServerHttp2Stream,
+  deadlines: BodyDeadlines,
+  max: number,
+): IncomingBody {
   let declaredChecked = false;
-  return collect(stream, (first, size) => {
+  return collect(stream, deadlines, (first, size) => {
     if (!declaredChecked && first.length >= 5) {
       declaredChecked = true;
       const declared = first.readUInt32BE(1);
@@ -168,7 +221,7 @@ function endWithError(stream: ServerHttp2Stream, headers: OutgoingHttpHeaders, b
 
 /** How gRPC and gRPC-web read a request: an envelope, the gRPC timeout, binary protobuf. */
 const enveloped = (maxBytes: number): Pick<Wire, "read" | "unwrap" | "timeout" | "parse"> => ({
-  read: (stream) => readEnveloped(stream, maxBytes),
+  read: (stream, _headers, deadlines) => readEnveloped(stream, deadlines, maxBytes),
   unwrap: unwrapEnvelope,
   timeout: (h) => parseGrpcTimeout((h["grpc-timeout"] as string | undefined) ?? null, Infinity),
   parse: parseBinary(maxBytes),
@@ -233,10 +286,10 @@ const CONNECT_JSON = { ":status": 200, "content-type": "application/json" };
 
 export function connectWire(maxBytes: number, binary: boolean): Wire {
   return {
-    read(stream, headers) {
+    read(stream, headers, deadlines) {
       const declared = Number(headers["content-length"] ?? 0);
-      if (declared > maxBytes) return Promise.reject(tooLarge(declared, maxBytes));
-      return collect(stream, (_first, size) =>
+      if (declared > maxBytes) return refused(tooLarge(declared, maxBytes));
+      return collect(stream, deadlines, (_first, size) =>
         size > maxBytes ? tooLarge(size, maxBytes) : undefined,
       );
     },

@@ -2,6 +2,7 @@ import { once } from "node:events";
 import http2 from "node:http2";
 import net from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { CreateUserRequestSchema, UserService } from "@coinmesh/proto/user/v1/user_pb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startProbe } from "./probe.ts";
@@ -10,8 +11,16 @@ const MAX = 64 * 1024;
 let probe: Awaited<ReturnType<typeof startProbe>>;
 let url: string;
 
+const DEFAULT_TIMEOUT_MS = 1_000;
+const MAX_TIMEOUT_MS = 1_500;
+
 beforeAll(async () => {
-  probe = await startProbe({ MAX_MESSAGE_BYTES: String(MAX) });
+  probe = await startProbe({
+    MAX_MESSAGE_BYTES: String(MAX),
+    DEFAULT_TIMEOUT_MS: String(DEFAULT_TIMEOUT_MS),
+    MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
+    HEADERS_TIMEOUT_MS: "1000",
+  });
   url = probe.gateway.url;
 });
 
@@ -134,7 +143,13 @@ async function h1(
 /** One request over HTTP/2 (the fast path serves POSTs it knows; connect-node the rest). */
 async function h2(
   path: string,
-  init: { method?: string; body?: string | Buffer; headers?: Record<string, string> },
+  init: {
+    method?: string;
+    body?: string | Buffer;
+    headers?: Record<string, string>;
+    /** Sends the body and then nothing more, leaving the request open. */
+    stall?: boolean;
+  },
 ): Promise<Answer> {
   const session = http2.connect(url);
   session.on("error", () => {});
@@ -149,7 +164,8 @@ async function h2(
     const head = new Promise<http2.IncomingHttpHeaders>((resolve) => req.once("response", resolve));
     req.on("data", (c: Buffer) => chunks.push(c));
     const closed = new Promise((resolve) => req.once("close", resolve));
-    req.end(init.body);
+    if (init.stall) req.write(init.body ?? "");
+    else req.end(init.body);
     const headers = await head;
     await closed;
     return {
@@ -160,6 +176,18 @@ async function h2(
   } finally {
     session.close();
   }
+}
+
+/** The grpc-status a gRPC-web answer carries, in its headers or its trailer envelope. */
+function grpcWebStatus(res: Answer) {
+  const inHeaders = res.header("grpc-status");
+  if (inHeaders !== null) return inHeaders;
+  for (let at = 0; at + 5 <= res.body.length; at += 5 + res.body.readUInt32BE(at + 1)) {
+    if (((res.body[at] as number) & 0x80) === 0) continue;
+    const trailer = res.body.subarray(at + 5, at + 5 + res.body.readUInt32BE(at + 1));
+    return /grpc-status: ?(\d+)/.exec(trailer.toString())?.[1];
+  }
+  return undefined;
 }
 
 describe.each([
@@ -236,21 +264,13 @@ describe.each([
   ["HTTP/1.1", h1],
   ["HTTP/2", h2],
 ])("gRPC-web over %s", (_version, send) => {
-  /** The grpc-status a gRPC-web answer carries, in its headers or its trailer envelope. */
   async function statusOf(body: Buffer) {
     const res = await send(CREATE_USER, {
       body,
       headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" },
     });
     expect(res.status).toBe(200);
-    const inHeaders = res.header("grpc-status");
-    if (inHeaders !== null) return inHeaders;
-    for (let at = 0; at + 5 <= res.body.length; at += 5 + res.body.readUInt32BE(at + 1)) {
-      if (((res.body[at] as number) & 0x80) === 0) continue;
-      const trailer = res.body.subarray(at + 5, at + 5 + res.body.readUInt32BE(at + 1));
-      return /grpc-status: ?(\d+)/.exec(trailer.toString())?.[1];
-    }
-    return undefined;
+    return grpcWebStatus(res);
   }
 
   it.each([
@@ -262,6 +282,99 @@ describe.each([
     ["a message over MAX_MESSAGE_BYTES", "8", frame(Buffer.alloc(2 * MAX, 1))],
   ])("answers %s with status %s", async (_name, status, body) => {
     expect(await statusOf(body)).toBe(status);
+  });
+});
+
+describe("a request body that stalls over HTTP/2", () => {
+  const codeOf = (res: Answer) => (JSON.parse(res.body.toString()) as { code: string }).code;
+  // Headers and part of a body, then nothing: the call's deadline ends it (DEADLINE_EXCEEDED)
+  // instead of the stream staying open for good.
+  describe.each([
+    [
+      "gRPC",
+      { "content-type": "application/grpc", te: "trailers" },
+      { "grpc-timeout": "300m" },
+      (res: Answer) => res.header("grpc-status"),
+      "4",
+    ],
+    [
+      "gRPC-web",
+      { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" },
+      { "grpc-timeout": "300m" },
+      grpcWebStatus,
+      "4",
+    ],
+    [
+      "Connect",
+      { "content-type": "application/proto", "connect-protocol-version": "1" },
+      { "connect-timeout-ms": "300" },
+      (res: Answer) => `${res.status} ${codeOf(res)}`,
+      "504 deadline_exceeded",
+    ],
+  ])("%s", (_protocol, headers, timeout, statusOf, want) => {
+    const stall = async (extra: Record<string, string>) => {
+      const start = Date.now();
+      const res = await h2(CREATE_USER, {
+        body: frame(valid).subarray(0, 8),
+        headers: { ...headers, ...extra },
+        stall: true,
+      });
+      return { status: statusOf(res), took: Date.now() - start };
+    };
+
+    it("ends at the client's timeout", async () => {
+      const { status, took } = await stall(timeout);
+      expect(status).toBe(want);
+      expect(took).toBeLessThan(DEFAULT_TIMEOUT_MS);
+    });
+
+    it("ends at DEFAULT_TIMEOUT_MS without one", async () => {
+      const { status, took } = await stall({});
+      expect(status).toBe(want);
+      expect(took).toBeGreaterThanOrEqual(DEFAULT_TIMEOUT_MS - 100);
+    });
+  });
+
+  // Calls the fast path leaves to connect-node (here: gRPC declaring gzip; also streams) are
+  // reset with CANCEL once max(HEADERS_TIMEOUT_MS, MAX_TIMEOUT_MS) passes, whatever their timeout.
+  it.each([
+    ["with a timeout", { "grpc-timeout": "300m" }],
+    ["without one", {}],
+  ])("resets a call connect-node serves %s", async (_name, timeout: Record<string, string>) => {
+    const session = http2.connect(url);
+    session.on("error", () => {});
+    try {
+      const start = Date.now();
+      const req = session.request({
+        ":method": "POST",
+        ":path": CREATE_USER,
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-encoding": "gzip",
+        ...timeout,
+      });
+      req.on("error", () => {});
+      req.resume();
+      req.write(frame(valid).subarray(0, 8));
+      await once(req, "close");
+      expect(req.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+      expect(Date.now() - start).toBeGreaterThanOrEqual(MAX_TIMEOUT_MS - 100);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("leaves a stream whose request arrived open past that bound", async () => {
+    const rates = probe.gateway.client(RateService, "grpc");
+    const stream = rates.watchRates({ base: "BTC", quotes: ["EUR"] })[Symbol.asyncIterator]();
+    await stream.next();
+    const next = stream.next().then(
+      () => "ended",
+      (err: unknown) => String(err),
+    );
+    const later = new Promise((resolve) => setTimeout(() => resolve("open"), MAX_TIMEOUT_MS + 500));
+    expect(await Promise.race([next, later])).toBe("open");
+    await stream.return?.();
   });
 });
 
