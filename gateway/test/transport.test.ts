@@ -82,12 +82,68 @@ describe("CORS", () => {
   });
 });
 
+const createUser = (() => {
+  const message = toBinary(
+    CreateUserRequestSchema,
+    create(CreateUserRequestSchema, { email: "t@example.com", displayName: "T" }),
+  );
+  const body = Buffer.alloc(5 + message.length);
+  body.writeUInt32BE(message.length, 1);
+  body.set(message, 5);
+  return body;
+})();
+
 describe("connection limits", () => {
   it("advertises MAX_CONCURRENT_STREAMS to HTTP/2 clients", async () => {
     const session = http2.connect(probe.gateway.url);
     try {
       const [settings] = await once(session, "remoteSettings");
       expect(settings.maxConcurrentStreams).toBe(7);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("refuses streams past MAX_CONCURRENT_STREAMS and serves the others", async () => {
+    // Requests sent before the gateway's SETTINGS arrive (node's client holds back streams past
+    // the limit once it knows it): 9 open at once against a limit of 7. A client that goes past
+    // the limit after acknowledging it loses the whole connection (GOAWAY PROTOCOL_ERROR).
+    const session = http2.connect(probe.gateway.url);
+    session.on("error", () => {});
+    try {
+      const streams = Array.from({ length: 9 }, () => {
+        const req = session.request({
+          ":method": "POST",
+          ":path": "/coinmesh.user.v1.UserService/CreateUser",
+          "content-type": "application/grpc",
+          te: "trailers",
+        });
+        req.on("error", () => {});
+        return req;
+      });
+      const outcomes = await Promise.all(
+        streams.map(async (req) => {
+          let status: unknown;
+          req.on("response", (h) => {
+            status = h["grpc-status"];
+          });
+          req.on("trailers", (t) => {
+            status = t["grpc-status"];
+          });
+          req.resume();
+          // Bodies follow once all nine are open.
+          setTimeout(() => {
+            if (!req.closed) req.end(createUser);
+          }, 100);
+          // once() would reject on the refused stream's "error".
+          await new Promise((resolve) => req.once("close", resolve));
+          return req.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM
+            ? "refused"
+            : `grpc-status ${status}`;
+        }),
+      );
+      expect(outcomes.filter((o) => o === "refused")).toHaveLength(2);
+      expect(outcomes.filter((o) => o === "grpc-status 0")).toHaveLength(7);
     } finally {
       session.close();
     }
@@ -156,20 +212,13 @@ describe("TLS from cert files", () => {
       rejectUnauthorized: false,
     });
     try {
-      const message = toBinary(
-        CreateUserRequestSchema,
-        create(CreateUserRequestSchema, { email: "t@example.com", displayName: "T" }),
-      );
-      const body = Buffer.alloc(5 + message.length);
-      body.writeUInt32BE(message.length, 1);
-      body.set(message, 5);
       const req = session.request({
         ":method": "POST",
         ":path": "/coinmesh.user.v1.UserService/CreateUser",
         "content-type": "application/grpc",
         te: "trailers",
       });
-      req.end(body);
+      req.end(createUser);
       req.resume();
       const [trailers] = await once(req, "trailers");
       expect(trailers["grpc-status"]).toBe("0");
