@@ -11,16 +11,8 @@ const MAX = 64 * 1024;
 let probe: Awaited<ReturnType<typeof startProbe>>;
 let url: string;
 
-const DEFAULT_TIMEOUT_MS = 1_000;
-const MAX_TIMEOUT_MS = 1_500;
-
 beforeAll(async () => {
-  probe = await startProbe({
-    MAX_MESSAGE_BYTES: String(MAX),
-    DEFAULT_TIMEOUT_MS: String(DEFAULT_TIMEOUT_MS),
-    MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
-    HEADERS_TIMEOUT_MS: "1000",
-  });
+  probe = await startProbe({ MAX_MESSAGE_BYTES: String(MAX) });
   url = probe.gateway.url;
 });
 
@@ -150,8 +142,9 @@ async function h2(
     /** Sends the body and then nothing more, leaving the request open. */
     stall?: boolean;
   },
+  base = url,
 ): Promise<Answer> {
-  const session = http2.connect(url);
+  const session = http2.connect(base);
   session.on("error", () => {});
   try {
     const req = session.request({
@@ -162,6 +155,10 @@ async function h2(
     req.on("error", () => {});
     const chunks: Buffer[] = [];
     const head = new Promise<http2.IncomingHttpHeaders>((resolve) => req.once("response", resolve));
+    let trailers: http2.IncomingHttpHeaders = {};
+    req.once("trailers", (t) => {
+      trailers = t;
+    });
     req.on("data", (c: Buffer) => chunks.push(c));
     const closed = new Promise((resolve) => req.once("close", resolve));
     if (init.stall) req.write(init.body ?? "");
@@ -170,7 +167,11 @@ async function h2(
     await closed;
     return {
       status: Number(headers[":status"]),
-      header: (n) => (headers[n] === undefined ? null : String(headers[n])),
+      // Trailers too (a gRPC status), so HTTP/2 answers read like fetch's.
+      header: (n) => {
+        const value = headers[n] ?? trailers[n];
+        return value === undefined ? null : String(value);
+      },
       body: Buffer.concat(chunks),
     };
   } finally {
@@ -264,14 +265,40 @@ describe.each([
   ["HTTP/1.1", h1],
   ["HTTP/2", h2],
 ])("gRPC-web over %s", (_version, send) => {
-  async function statusOf(body: Buffer) {
+  async function statusOf(body: Buffer, headers: Record<string, string> = {}) {
     const res = await send(CREATE_USER, {
       body,
-      headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" },
+      headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1", ...headers },
     });
     expect(res.status).toBe(200);
     return grpcWebStatus(res);
   }
+
+  // Before the oversized body below: over HTTP/1.1 the connection it was refused on is held
+  // until requestTimeout before it serves the next request (fetch may reuse it).
+  it.each(["soon", "-1m", "123456789S"])(
+    "refuses the malformed grpc-timeout %j with INVALID_ARGUMENT",
+    async (timeout) => {
+      expect(await statusOf(frame(valid), { "grpc-timeout": timeout })).toBe("3");
+    },
+  );
+
+  it("answers a gRPC-web+JSON body that is not JSON with INVALID_ARGUMENT", async () => {
+    expect(await statusOf(frame(valid), { "content-type": "application/grpc-web+json" })).toBe("3");
+  });
+
+  // gRPC-web text (base64) is not spoken here, as connect-node does not.
+  it.each([
+    "application/grpc-web-text",
+    "application/grpc-web-text+proto",
+    "application/grpc-web+bogus",
+  ])("refuses the content type %s with 415", async (contentType) => {
+    const res = await send(CREATE_USER, {
+      body: frame(valid).toString("base64"),
+      headers: { "content-type": contentType, "x-grpc-web": "1" },
+    });
+    expect(res.status).toBe(415);
+  });
 
   it.each([
     ["a valid call", "0", frame(valid)],
@@ -285,7 +312,42 @@ describe.each([
   });
 });
 
+describe("gRPC content types", () => {
+  const send = (contentType: string) =>
+    h2(CREATE_USER, {
+      body: frame(valid),
+      headers: { "content-type": contentType, te: "trailers" },
+    });
+
+  it("answers a gRPC+JSON body that is not JSON with INVALID_ARGUMENT", async () => {
+    const res = await send("application/grpc+json");
+    expect(res.status).toBe(200);
+    expect(res.header("grpc-status")).toBe("3");
+  });
+
+  it.each(["application/grpc+bogus", "application/grpcx", "text/plain"])(
+    "refuses %s with 415",
+    async (contentType) => {
+      expect((await send(contentType)).status).toBe(415);
+    },
+  );
+});
+
 describe("a request body that stalls over HTTP/2", () => {
+  const DEFAULT_TIMEOUT_MS = 1_000;
+  const MAX_TIMEOUT_MS = 1_500;
+  let slow: Awaited<ReturnType<typeof startProbe>>;
+  beforeAll(async () => {
+    slow = await startProbe({
+      DEFAULT_TIMEOUT_MS: String(DEFAULT_TIMEOUT_MS),
+      MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
+      HEADERS_TIMEOUT_MS: "1000",
+    });
+  });
+  afterAll(async () => {
+    await slow?.stop();
+  });
+
   const codeOf = (res: Answer) => (JSON.parse(res.body.toString()) as { code: string }).code;
   // Headers and part of a body, then nothing: the call's deadline ends it (DEADLINE_EXCEEDED)
   // instead of the stream staying open for good.
@@ -314,11 +376,11 @@ describe("a request body that stalls over HTTP/2", () => {
   ])("%s", (_protocol, headers, timeout, statusOf, want) => {
     const stall = async (extra: Record<string, string>) => {
       const start = Date.now();
-      const res = await h2(CREATE_USER, {
-        body: frame(valid).subarray(0, 8),
-        headers: { ...headers, ...extra },
-        stall: true,
-      });
+      const res = await h2(
+        CREATE_USER,
+        { body: frame(valid).subarray(0, 8), headers: { ...headers, ...extra }, stall: true },
+        slow.gateway.url,
+      );
       return { status: statusOf(res), took: Date.now() - start };
     };
 
@@ -341,7 +403,7 @@ describe("a request body that stalls over HTTP/2", () => {
     ["with a timeout", { "grpc-timeout": "300m" }],
     ["without one", {}],
   ])("resets a call connect-node serves %s", async (_name, timeout: Record<string, string>) => {
-    const session = http2.connect(url);
+    const session = http2.connect(slow.gateway.url);
     session.on("error", () => {});
     try {
       const start = Date.now();
@@ -365,7 +427,7 @@ describe("a request body that stalls over HTTP/2", () => {
   });
 
   it("leaves a stream whose request arrived open past that bound", async () => {
-    const rates = probe.gateway.client(RateService, "grpc");
+    const rates = slow.gateway.client(RateService, "grpc");
     const stream = rates.watchRates({ base: "BTC", quotes: ["EUR"] })[Symbol.asyncIterator]();
     await stream.next();
     const next = stream.next().then(
@@ -375,6 +437,14 @@ describe("a request body that stalls over HTTP/2", () => {
     const later = new Promise((resolve) => setTimeout(() => resolve("open"), MAX_TIMEOUT_MS + 500));
     expect(await Promise.race([next, later])).toBe("open");
     await stream.return?.();
+  });
+
+  it("still serves valid calls after all of that", async () => {
+    for (const protocol of ["grpc", "grpc-web-h2", "connect-binary-h2"] as const) {
+      const users = slow.gateway.client(UserService, protocol);
+      const email = `${protocol}@example.com`;
+      expect((await users.createUser({ email, displayName: "S" })).user?.id).toBe(email);
+    }
   });
 });
 
