@@ -94,7 +94,18 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
       // How often those two are checked (30 s by default, too coarse for short limits).
       connectionsCheckingInterval: Math.min(1_000, options.headersTimeoutMs),
     },
-    onRequest,
+    (req, res) => {
+      // connect-node reads a body through the request's async iterator and stops early when it
+      // refuses a message (too large). By default that destroys the request, Node then stops
+      // reading the socket, and the next request on the connection waits behind the unread
+      // bytes until requestTimeout. Stopped without destroying, the rest is drained once the
+      // response is out (requestTimeout still bounds a body that never ends).
+      req[Symbol.asyncIterator] = () => req.iterator({ destroyOnReturn: false });
+      res.once("finish", () => {
+        if (!req.complete) req.resume();
+      });
+      onRequest(req, res);
+    },
   );
   // http.Server enforces headersTimeout and requestTimeout from a timer it starts when it
   // listens; this one never listens itself (it is handed sockets), so start that timer here.

@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -274,8 +275,6 @@ describe.each([
     return grpcWebStatus(res);
   }
 
-  // Before the oversized body below: over HTTP/1.1 the connection it was refused on is held
-  // until requestTimeout before it serves the next request (fetch may reuse it).
   it.each(["soon", "-1m", "123456789S"])(
     "refuses the malformed grpc-timeout %j with INVALID_ARGUMENT",
     async (timeout) => {
@@ -309,6 +308,42 @@ describe.each([
     ["a message over MAX_MESSAGE_BYTES", "8", frame(Buffer.alloc(2 * MAX, 1))],
   ])("answers %s with status %s", async (_name, status, body) => {
     expect(await statusOf(body)).toBe(status);
+  });
+});
+
+describe("HTTP/1.1 keep-alive after a body the gateway refused to read", () => {
+  it("answers the next request at once instead of leaving it behind the unread bytes", async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const send = (body: Buffer) =>
+      new Promise<Answer>((resolve, reject) => {
+        const req = http.request(`${url}${CREATE_USER}`, {
+          method: "POST",
+          agent,
+          headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" },
+        });
+        req.on("error", reject);
+        req.on("response", async (res) => {
+          const chunks: Buffer[] = [];
+          for await (const chunk of res) chunks.push(chunk as Buffer);
+          resolve({
+            status: res.statusCode ?? 0,
+            header: (n) => (res.headers[n] as string | undefined) ?? null,
+            body: Buffer.concat(chunks),
+          });
+        });
+        req.end(body);
+      });
+    try {
+      const refused = await send(frame(Buffer.alloc(8 * MAX, 1)));
+      expect(grpcWebStatus(refused)).toBe("8");
+      const started = Date.now();
+      const next = await send(frame(valid));
+      expect([next.status, grpcWebStatus(next)]).toEqual([200, "0"]);
+      // Not held behind the unread bytes until the request timeout (30 s here) and answered 408.
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      agent.destroy();
+    }
   });
 });
 
