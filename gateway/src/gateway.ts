@@ -106,9 +106,11 @@ export async function startGateway(deps: GatewayDeps) {
   });
   // Every public call runs through these, on the Connect path and the gRPC fast path alike.
   // Without an exporter a span would be a no-op that still costs time on every call.
+  // Tracing outermost, so that the latency is recorded inside the call's span: a sampled one
+  // becomes the histogram bucket's exemplar.
   const interceptors = [
-    metricsInterceptor(metrics.server),
     ...(deps.tracing ? [tracingInterceptor] : []),
+    metricsInterceptor(metrics.server),
   ];
   const shutdown = new AbortController();
   const connect = connectNodeAdapter({

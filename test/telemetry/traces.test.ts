@@ -309,6 +309,7 @@ describe("metrics exemplars", () => {
     expect(rate.body.endsWith("# EOF\n")).toBe(true);
     expect(bucketsWithExemplar(rate.body, "grpc_server_handling_seconds")).toHaveLength(1);
     const gateway = await scrape("gateway", "application/openmetrics-text");
+    expect(bucketsWithExemplar(gateway.body, "grpc_server_handling_seconds")).toHaveLength(1);
     expect(bucketsWithExemplar(gateway.body, "grpc_client_handling_seconds")).toHaveLength(1);
 
     // After an OpenMetrics scrape, a plain one still gets Prometheus text, counters intact.
