@@ -25,7 +25,10 @@ export function startTelemetry(settings: TelemetrySettings): NodeSDK | undefined
     traceExporter: new OTLPTraceExporter({
       url: `${settings.endpoint.replace(/\/$/, "")}/v1/traces`,
     }),
-    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(settings.sampleRatio) }),
+    sampler:
+      settings.sampleRatio === undefined
+        ? undefined
+        : new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(settings.sampleRatio) }),
     instrumentations: [
       new GrpcInstrumentation(),
       new PgInstrumentation({ requireParentSpan: true }),
