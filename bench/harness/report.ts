@@ -30,7 +30,7 @@ function runRow(run: RepeatedRun): string {
 
 function targetRow(t: TargetCheck): string {
   const verdict = t.met ? "met" : "**NOT MET**";
-  return `| ${t.target} | ${t.measured} | ${t.direction} ${t.threshold} | ${fixed(t.value)} | ${verdict}${t.note ? ` — ${t.note}` : ""} |`;
+  return `| ${t.target} | ${t.measured} | ${t.direction} ${t.threshold} | ${fixed(t.value, 3)} | ${verdict}${t.note ? ` — ${t.note}` : ""} |`;
 }
 
 function scenarioSection(s: ScenarioReport): string {

@@ -142,16 +142,17 @@ describe("figures and report", () => {
           notes: ["a note"],
           runs: [repeated("echo", [run])],
           targets: [
-            check("fast enough", "1234/s", 0.5, ">=", 0.7, "because of X"),
+            // Two decimals would show 0.25 against a threshold of 0.25 and call it NOT MET.
+            check("fast enough", "1234/s", 0.2473, ">=", 0.25, "because of X"),
             check("small enough", "99 MB", 99, "<=", 150),
           ],
         },
       ],
     });
     expect(markdown).toContain(
-      "| fast enough | 1234/s | >= 0.7 | 0.50 | **NOT MET** — because of X |",
+      "| fast enough | 1234/s | >= 0.25 | 0.247 | **NOT MET** — because of X |",
     );
-    expect(markdown).toContain("| small enough | 99 MB | <= 150 | 99.00 | met |");
+    expect(markdown).toContain("| small enough | 99 MB | <= 150 | 99.000 | met |");
     expect(markdown).toContain(
       "| echo | h2load | closed | 1,234 | 1.00 | 2.00 | 3.00 | 4.00 | 5.00 |",
     );
