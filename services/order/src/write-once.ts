@@ -160,7 +160,12 @@ function replay<Req extends DescMessage, Res extends DescMessage>(
   }
   if (!Buffer.from(stored.request).equals(request)) {
     const fields = differingFields(op.requestSchema, stored.request, request);
-    const which = fields.length ? ` (${fields.join(", ")} differ)` : "";
+    const which =
+      fields.length === 0
+        ? ""
+        : fields.length === 1
+          ? ` with a different ${fields[0]}`
+          : ` with different ${fields.slice(0, -1).join(", ")} and ${fields.at(-1)}`;
     throw keyReused(op.key, stored.rpc, `was already used for another ${op.rpc}${which}`, fields);
   }
   return fromBinary(op.responseSchema, stored.response);

@@ -88,7 +88,7 @@ describe("Deposit", () => {
       accounts.deposit({ userId, currency: "EUR", amount: "6", idempotencyKey: key }),
     );
     expect(error.code).toBe("AlreadyExists");
-    expect(error.message).toContain("currency, amount differ");
+    expect(error.message).toContain("with different currency and amount");
     expect(error.info?.reason).toBe("IDEMPOTENCY_KEY_REUSED");
     expect(error.info?.metadata).toMatchObject({ rpc: "Deposit", fields: "currency,amount" });
     expect(await balancesOf(userId)).toEqual({ USD: "5" });
@@ -259,7 +259,7 @@ describe("Withdraw", () => {
     );
     expect(error.code).toBe("AlreadyExists");
     expect(error.message).toBe(
-      `idempotency key "${key}" was already used for another Withdraw (amount differ)`,
+      `idempotency key "${key}" was already used for another Withdraw with a different amount`,
     );
     expect(error.info?.metadata).toEqual({
       idempotency_key: key,
