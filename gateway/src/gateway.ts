@@ -21,7 +21,7 @@ import { createFastPath } from "./fast-path.ts";
 import { createForwarding } from "./forward.ts";
 import { createHealth } from "./health.ts";
 import { createMemoryRateLimiter, createRedisRateLimiter } from "./rate-limit.ts";
-import { gatewayRoutes, peerKey } from "./routes.ts";
+import { capClientTimeout, gatewayRoutes, peerKey } from "./routes.ts";
 import { startHttpServer } from "./server.ts";
 
 export interface GatewayDeps {
@@ -120,6 +120,8 @@ export async function startGateway(deps: GatewayDeps) {
     shutdownSignal: shutdown.signal,
     contextValues: (req) => createContextValues().set(peerKey, req.socket.remoteAddress),
   });
+  // At most 1 day (config.ts), which a timer holds; see capClientTimeout.
+  const timeoutCapMs = Math.max(config.maxTimeoutMs, config.maxStreamDurationMs);
   const server = await startHttpServer({
     host: config.host,
     port: config.port,
@@ -127,7 +129,10 @@ export async function startGateway(deps: GatewayDeps) {
       cert: readFileSync(config.tls.certFile),
       key: readFileSync(config.tls.keyFile),
     },
-    connect,
+    connect(req, res) {
+      capClientTimeout(req.headers, timeoutCapMs);
+      connect(req, res);
+    },
     fastPath: createFastPath({
       routes: accessTable,
       admission,

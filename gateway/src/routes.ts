@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from "node:http";
 import { type DescMethod, fromBinary } from "@bufbuild/protobuf";
 import { Health } from "@coinmesh/proto/grpc/health/v1/health_pb";
 import { ServerReflection } from "@coinmesh/proto/grpc/reflection/v1/reflection_pb";
@@ -7,6 +8,8 @@ import {
   type HandlerContext,
   type MethodImpl,
 } from "@connectrpc/connect";
+import { parseTimeout as parseConnectTimeout } from "@connectrpc/connect/protocol-connect";
+import { parseTimeout as parseGrpcTimeout } from "@connectrpc/connect/protocol-grpc";
 import type { Admission } from "./admission.ts";
 import type { Identity } from "./auth.ts";
 import { type Access, accessTable, PUBLIC_SERVICES } from "./authorization.ts";
@@ -46,6 +49,26 @@ function forwarded(method: DescMethod, access: Access, forwarding: Forwarding) {
   }
   return async (request: unknown, ctx: HandlerContext) =>
     fromBinary(method.output, await forwarding.unary(callOf(method, access, ctx), request));
+}
+
+/**
+ * Shortens a client's timeout to capMs before connect-node reads it. connect-node arms a timer
+ * with the client's timeout as sent, and Node fires a timer past 2^31 - 1 ms (about 24.8 days)
+ * at once: such a call failed DEADLINE_EXCEEDED at once instead of being capped, as the fast path
+ * does. capMs is at least every cap applied later, so nothing else changes.
+ */
+export function capClientTimeout(headers: IncomingHttpHeaders, capMs: number): void {
+  const grpc = headers["grpc-timeout"];
+  if (typeof grpc === "string" && (parseGrpcTimeout(grpc, Infinity).timeoutMs ?? 0) > capMs) {
+    headers["grpc-timeout"] = `${capMs}m`;
+  }
+  const connect = headers["connect-timeout-ms"];
+  if (
+    typeof connect === "string" &&
+    (parseConnectTimeout(connect, Infinity).timeoutMs ?? 0) > capMs
+  ) {
+    headers["connect-timeout-ms"] = String(capMs);
+  }
 }
 
 /**

@@ -49,6 +49,7 @@ describe.each(["connect-json-h1", "grpc-web-h1", "grpc", "grpc-gzip"] as Protoco
   "deadlines over %s",
   (protocol) => {
     const users = () => probe.gateway.client(UserService, protocol);
+    const rates = () => probe.gateway.client(RateService, protocol);
 
     it("passes the client's timeout on", async () => {
       await users().getUser({ id: owner }, { headers: ownerHeaders, timeoutMs: 1_500 });
@@ -68,6 +69,20 @@ describe.each(["connect-json-h1", "grpc-web-h1", "grpc", "grpc-gzip"] as Protoco
       expect(budget()).toBeLessThanOrEqual(MAX_TIMEOUT_MS);
     });
 
+    // Past 2^31 - 1 ms (about 24.8 days) a Node timer fires at once.
+    const hugeTimeout = protocol.startsWith("connect")
+      ? { "connect-timeout-ms": "9999999999" }
+      : { "grpc-timeout": "99999999S" };
+
+    it("caps a timeout longer than a timer can hold instead of failing at once", async () => {
+      await users().getUser({ id: owner }, { headers: { ...ownerHeaders, ...hugeTimeout } });
+      expect(budget()).toBeGreaterThan(MAX_TIMEOUT_MS - 1_000);
+      expect(budget()).toBeLessThanOrEqual(MAX_TIMEOUT_MS);
+      for await (const _ of rates().watchRates(watch, { headers: hugeTimeout })) break;
+      expect(budget()).toBeGreaterThan(MAX_STREAM_DURATION_MS - 500);
+      expect(budget()).toBeLessThanOrEqual(MAX_STREAM_DURATION_MS);
+    });
+
     it("ends a call that outlives its timeout with DEADLINE_EXCEEDED", async () => {
       const slow = users().getUser(
         { id: SLOW_ID },
@@ -75,8 +90,6 @@ describe.each(["connect-json-h1", "grpc-web-h1", "grpc", "grpc-gzip"] as Protoco
       );
       expect(await outcome(slow)).toBe("DeadlineExceeded");
     });
-
-    const rates = () => probe.gateway.client(RateService, protocol);
 
     it("ends a stream without a timeout at MAX_STREAM_DURATION_MS with DEADLINE_EXCEEDED", async () => {
       const stream = rates().watchRates(watch)[Symbol.asyncIterator]();
