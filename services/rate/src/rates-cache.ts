@@ -186,7 +186,8 @@ export function createRatesCache(deps: RatesCacheDeps): RatesCache {
       const hasUsable = current && clock() - current.asOfMs <= maxStalenessMs;
       const fromPeer = hasUsable ? undefined : await waitForPeer();
       if (fromPeer || hasUsable) {
-        nextAttemptAt = clock() + Math.min(ttlMs, 1_000);
+        // The peer's rates last their TTL; without them, look again for its result soon.
+        nextAttemptAt = fromPeer ? fromPeer.asOfMs + ttlMs : clock() + Math.min(ttlMs, 1_000);
         return fromPeer;
       }
       return fetchUpstream();

@@ -2,7 +2,12 @@ import { AppError } from "@coinmesh/lib/errors";
 import { silentLogger } from "@coinmesh/lib/log";
 import { describe, expect, it } from "vitest";
 import { createRates } from "../src/rates.ts";
-import { createRatesCache, type FetchedRates, type RatesCacheDeps } from "../src/rates-cache.ts";
+import {
+  createRatesCache,
+  type FetchedRates,
+  type RatesCacheDeps,
+  type SharedRates,
+} from "../src/rates-cache.ts";
 import { parseRatesPayload } from "../src/rates-payload.ts";
 import { loadSnapshot } from "../src/snapshot.ts";
 import { UpstreamFailure } from "../src/upstream.ts";
@@ -34,12 +39,32 @@ function memoryUpstream() {
   return upstream;
 }
 
-async function setup(options: { snapshot?: boolean } = {}) {
+/**
+ * Redis as a cold replica finds it while a peer refreshes: the lock held and nothing stored;
+ * after that the peer's rates, fetched at fetchedAtMs, and the lock free.
+ */
+function peerRefreshing(fetchedAtMs: number): SharedRates {
+  let loads = 0;
+  return {
+    async load() {
+      loads++;
+      return loads > 1 ? { ...ratesWithUsd("95000"), fetchedAtMs } : undefined;
+    },
+    async save() {},
+    async tryLock() {
+      return loads > 1 ? "acquired" : "held";
+    },
+    async unlock() {},
+  };
+}
+
+async function setup(options: { snapshot?: boolean; shared?: (now: number) => SharedRates } = {}) {
   const clock = createFakeClock(Date.parse("2026-11-22T12:00:00Z"));
   const upstream = memoryUpstream();
   const counts = { hit: 0, stale: 0, miss: 0 };
   const deps: RatesCacheDeps = {
     upstream,
+    shared: options.shared?.(clock.now()),
     snapshot: options.snapshot ? await loadSnapshot() : undefined,
     clock: clock.now,
     ttlMs: TTL,
@@ -177,6 +202,16 @@ describe("rates cache", () => {
     clock.advance(1);
     cache.refreshIfDue();
     expect(upstream.calls).toBe(3);
+  });
+
+  it("keeps a peer's fresh rates for the TTL instead of asking the upstream a second later", async () => {
+    const { upstream, rates, clock } = await setup({ shared: peerRefreshing });
+    expect(await rates.getRate("btc", "usd")).toMatchObject({ source: "cache", price: "95000" });
+    clock.advance(1_000);
+    await rates.listCurrencies();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(upstream.calls).toBe(0);
+    expect(await rates.getRate("btc", "usd")).toMatchObject({ stale: false, price: "95000" });
   });
 
   it("stops a waiting caller when its call is cancelled", async () => {
