@@ -120,6 +120,8 @@ const PROPAGATED = [
   "x-canary",
 ];
 
+const DEADLINE_SLACK_MS = 20;
+
 /**
  * The per-call context. It is built on every call, so everything a handler may not need (the
  * abort controller, a request id, a child logger, propagated metadata) is made on first use.
@@ -179,7 +181,17 @@ function createContext(
     abortReason = reason;
     controller?.abort(reason);
   };
-  return { ctx, abort };
+  /** grpc-js cancels a call both when the client goes and when it has ended it at the deadline. */
+  const cancelled = () => {
+    // Its deadline timer runs on the event loop's clock, which can lag Date.now() a little.
+    const expired = ctx.deadline !== undefined && Date.now() >= ctx.deadline - DEADLINE_SLACK_MS;
+    abort(
+      expired
+        ? new AppError("deadline_exceeded", "deadline exceeded")
+        : new AppError("cancelled", "call cancelled"),
+    );
+  };
+  return { ctx, abort, cancelled };
 }
 
 function reportFailure(ctx: CallContext, err: unknown) {
@@ -198,11 +210,11 @@ function unaryCall(
   return (call, callback) => {
     const startedAt = performance.now();
     observer?.started(method);
-    const { ctx, abort } = createContext(call, method, log);
+    const { ctx, cancelled } = createContext(call, method, log);
     let finished = false;
     // grpc-js may emit "cancelled" after a normal end; only a call still running is aborted.
     call.once("cancelled", () => {
-      if (!finished) abort(new AppError("cancelled", "call cancelled"));
+      if (!finished) cancelled();
     });
     handler(call.request, ctx).then(
       (response) => {
@@ -229,12 +241,12 @@ function streamCall(
   return async (call) => {
     const startedAt = performance.now();
     observer?.started(method);
-    const { ctx, abort } = createContext(call, method, log);
+    const { ctx, abort, cancelled } = createContext(call, method, log);
     let finished = false;
     const onShutdown = () => abort(new AppError("unavailable", "server is shutting down"));
     shutdownSignal?.addEventListener("abort", onShutdown, { once: true });
     call.once("cancelled", () => {
-      if (!finished) abort(new AppError("cancelled", "call cancelled"));
+      if (!finished) cancelled();
     });
     let code: grpc.status = grpc.status.OK;
     try {

@@ -1,14 +1,18 @@
+import type { DescMethod } from "@bufbuild/protobuf";
 import { serve, startGrpcServer } from "@coinmesh/lib/grpc-server";
 import { startTestServer, type TestServer } from "@coinmesh/lib/testing";
 import { BadRequestSchema } from "@coinmesh/proto/google/rpc/error_details_pb";
+import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { UserService } from "@coinmesh/proto/user/v1/user_pb";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { status } from "@grpc/grpc-js";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import type { CallContext } from "../src/call-context.ts";
 import { AppError, createViolations } from "../src/errors.ts";
+import { silentLogger } from "../src/log.ts";
 
 // UserService stands in for any service: GetUser's `id` picks what the handler does.
 let seen: CallContext | undefined;
@@ -135,6 +139,66 @@ describe("logging", () => {
       );
     } finally {
       await logged.shutdown(200);
+    }
+  });
+});
+
+describe("deadlines", () => {
+  it("end a call DEADLINE_EXCEEDED for its handler and its metrics too, unary and server stream", async () => {
+    const handled: string[] = [];
+    const reasons: unknown[] = [];
+    const aborted = (signal: AbortSignal) =>
+      new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+    const waitForAbort = async (_req: unknown, ctx: CallContext): Promise<never> => {
+      await aborted(ctx.signal);
+      reasons.push(ctx.signal.reason);
+      throw ctx.signal.reason;
+    };
+    const slow = await startGrpcServer({
+      host: "127.0.0.1",
+      port: 0,
+      log: silentLogger(),
+      observer: {
+        started() {},
+        handled: (_method: DescMethod, code: number) => handled.push(status[code] ?? ""),
+      },
+      services: [
+        serve(RateService, {
+          listCurrencies: waitForAbort,
+          getRate: waitForAbort,
+          getRates: waitForAbort,
+          async *watchRates(_req, ctx) {
+            yield { rates: [] };
+            await aborted(ctx.signal);
+            reasons.push(ctx.signal.reason);
+          },
+        }),
+      ],
+    });
+    try {
+      const client = createClient(
+        RateService,
+        createGrpcTransport({ baseUrl: `http://127.0.0.1:${slow.port}` }),
+      );
+      const unary = await client.getRate({}, { timeoutMs: 200 }).then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
+      const stream = await (async () => {
+        for await (const _ of client.watchRates({}, { timeoutMs: 200 })) {
+        }
+      })().then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
+      expect([unary?.code, stream?.code]).toEqual([Code.DeadlineExceeded, Code.DeadlineExceeded]);
+      await expect.poll(() => handled).toEqual(["DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"]);
+      expect(reasons.map((r) => (r as AppError).kind)).toEqual([
+        "deadline_exceeded",
+        "deadline_exceeded",
+      ]);
+    } finally {
+      await slow.shutdown(200);
     }
   });
 });
