@@ -77,7 +77,7 @@ function entry(key: string, raw: unknown): { currency: Currency; value: Decimal 
 
 /**
  * Validates an already parsed payload strictly: `{"rates": {code: {name, unit, value, type}}}`
- * with at least one currency, positive finite values and known types. Any problem rejects it all.
+ * with BTC at 1, positive finite values and known types. Any problem rejects it all.
  */
 export function decodeRates(parsed: unknown): RatesTable {
   if (!isObject(parsed) || !isObject(parsed.rates)) {
@@ -100,6 +100,10 @@ export function decodeRates(parsed: unknown): RatesTable {
       values.set(result.currency.code, result.value);
     }
   }
+  // Every value is per BTC: without BTC at exactly 1 the payload is not what it claims to be.
+  const btc = values.get("BTC");
+  if (!btc) problems.push("no BTC: values are per BTC");
+  else if (!btc.eq(1)) problems.push(`BTC is ${btc.toString()}, not 1: values are per BTC`);
   if (problems.length > 0) {
     const shown = problems.slice(0, 5).join("; ");
     throw new InvalidRatesPayload(problems.length > 5 ? `${shown}; ...` : shown);

@@ -44,6 +44,8 @@ describe("parseRatesPayload", () => {
     ["bad code", payload({ "b-tc": btc }), /code "b-tc"/],
     ["duplicate code", payload({ btc, BTC: btc }), /BTC: duplicate code/],
     ["entry not an object", payload({ btc: 1 }), /btc: not an object/],
+    ["no BTC", payload({ usd: { ...btc, name: "US Dollar", value: 93012.5 } }), /no BTC/],
+    ["BTC not 1", payload({ btc: { ...btc, value: 2 } }), /BTC is 2, not 1/],
   ])("rejects the whole payload: %s", (_name, text, message) => {
     expect(() => parseRatesPayload(text)).toThrow(InvalidRatesPayload);
     expect(() => parseRatesPayload(text)).toThrow(message);
