@@ -21,7 +21,7 @@ import { createFastPath } from "./fast-path.ts";
 import { createForwarding } from "./forward.ts";
 import { createHealth } from "./health.ts";
 import { createMemoryRateLimiter, createRedisRateLimiter } from "./rate-limit.ts";
-import { capClientTimeout, gatewayRoutes, peerKey } from "./routes.ts";
+import { capClientTimeout, gatewayRoutes, peerKey, refuseUndecodableGet } from "./routes.ts";
 import { startHttpServer } from "./server.ts";
 
 export interface GatewayDeps {
@@ -131,7 +131,7 @@ export async function startGateway(deps: GatewayDeps) {
     },
     connect(req, res) {
       capClientTimeout(req.headers, timeoutCapMs);
-      connect(req, res);
+      if (!refuseUndecodableGet(req, res)) connect(req, res);
     },
     fastPath: createFastPath({
       routes: accessTable,

@@ -1,14 +1,22 @@
-import type { IncomingHttpHeaders } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { type DescMethod, fromBinary } from "@bufbuild/protobuf";
+import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Health } from "@coinmesh/proto/grpc/health/v1/health_pb";
 import { ServerReflection } from "@coinmesh/proto/grpc/reflection/v1/reflection_pb";
 import {
+  Code,
+  ConnectError,
   type ConnectRouter,
   createContextKey,
   type HandlerContext,
   type MethodImpl,
 } from "@connectrpc/connect";
-import { parseTimeout as parseConnectTimeout } from "@connectrpc/connect/protocol-connect";
+import {
+  codeToHttpStatus,
+  errorToJsonBytes,
+  parseTimeout as parseConnectTimeout,
+} from "@connectrpc/connect/protocol-connect";
 import { parseTimeout as parseGrpcTimeout } from "@connectrpc/connect/protocol-grpc";
 import type { Admission } from "./admission.ts";
 import type { Identity } from "./auth.ts";
@@ -68,6 +76,34 @@ export function capClientTimeout(headers: IncomingHttpHeaders, capMs: number): v
     (parseConnectTimeout(connect, Infinity).timeoutMs ?? 0) > capMs
   ) {
     headers["connect-timeout-ms"] = String(capMs);
+  }
+}
+
+/**
+ * Refuses a Connect GET whose `message` is not base64 although `base64=1` says it is, with
+ * INVALID_ARGUMENT as any other message that does not parse; connect-node answers it INTERNAL
+ * (HTTP 500), as if the gateway had failed. True when it answered.
+ */
+export function refuseUndecodableGet(
+  req: IncomingMessage | Http2ServerRequest,
+  res: ServerResponse | Http2ServerResponse,
+): boolean {
+  if (req.method !== "GET" || !req.url?.includes("base64=1")) return false;
+  const query = new URLSearchParams(req.url.slice(req.url.indexOf("?") + 1));
+  if (query.get("base64") !== "1") return false;
+  try {
+    base64Decode(query.get("message") ?? "");
+    return false;
+  } catch {
+    const error = new ConnectError(
+      "the message query parameter is not base64",
+      Code.InvalidArgument,
+    );
+    (res as ServerResponse).writeHead(codeToHttpStatus(error.code), {
+      "content-type": "application/json",
+    });
+    res.end(errorToJsonBytes(error, {}));
+    return true;
   }
 }
 

@@ -3,7 +3,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
+import { GetRateRequestSchema, RateService } from "@coinmesh/proto/rate/v1/rate_pb";
 import { CreateUserRequestSchema, UserService } from "@coinmesh/proto/user/v1/user_pb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startProbe } from "./probe.ts";
@@ -254,6 +254,18 @@ describe.each([
       method: "GET",
     });
     expect(codeOf(res)).toBe("invalid_argument");
+  });
+
+  it("answers a GET whose base64 message is not base64 with invalid_argument", async () => {
+    const get = (message: string) =>
+      send(`/coinmesh.rate.v1.RateService/GetRate?encoding=proto&base64=1&message=${message}`, {
+        method: "GET",
+      });
+    const res = await get("!!");
+    expect(res.status).toBe(400);
+    expect(codeOf(res)).toBe("invalid_argument");
+    const rate = toBinary(GetRateRequestSchema, create(GetRateRequestSchema, { base: "BTC" }));
+    expect((await get(Buffer.from(rate).toString("base64url"))).status).toBe(200);
   });
 
   it("answers an unknown path with 404", async () => {
