@@ -21,14 +21,18 @@ const PREFLIGHT_MAX_AGE_S = "7200";
 export function createCors(origins: string[]) {
   const anyOrigin = origins.includes("*");
   const allowed = new Set(origins);
+  // With a list of origins, every answer depends on the request's Origin (an allowed one gets
+  // CORS headers), so a cache in between must key on it: a cached Connect GET answered to a
+  // request without Origin would otherwise be served to a browser without its CORS headers.
+  const varies = origins.length > 0 && !anyOrigin;
   return function applyCors(
     req: IncomingMessage | Http2ServerRequest,
     res: ServerResponse | Http2ServerResponse,
   ): boolean {
     const origin = req.headers.origin;
+    if (varies) res.setHeader("Vary", "Origin");
     if (origin === undefined || !(anyOrigin || allowed.has(origin))) return false;
     res.setHeader("Access-Control-Allow-Origin", anyOrigin ? "*" : origin);
-    res.setHeader("Vary", "Origin");
     if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) {
       (res as ServerResponse).writeHead(204, {
         "Access-Control-Allow-Methods": cors.allowedMethods.join(", "),

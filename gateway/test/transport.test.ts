@@ -80,6 +80,24 @@ describe("CORS", () => {
     const res = await preflight("https://evil.example.com");
     expect(res.headers.get("access-control-allow-origin")).toBeNull();
   });
+
+  it("tells caches that a cacheable GET's answer depends on the Origin, whoever asks", async () => {
+    const get = (headers: Record<string, string>) =>
+      fetch(
+        `${probe.gateway.url}/coinmesh.rate.v1.RateService/ListCurrencies?encoding=json&message=%7B%7D`,
+        { headers },
+      );
+    const askers: Record<string, string>[] = [
+      {},
+      { origin: "https://evil.example.com" },
+      { origin: ORIGIN },
+    ];
+    for (const headers of askers) {
+      const res = await get(headers);
+      await res.arrayBuffer();
+      expect(res.headers.get("vary")).toBe("Origin");
+    }
+  });
 });
 
 const createUser = (() => {
