@@ -1,12 +1,11 @@
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createServiceClient } from "@coinmesh/lib/grpc-client";
 import { spawnRunnable } from "@coinmesh/lib/process-testing";
-import { inCI, TEST_REDIS_URL } from "@coinmesh/lib/testing";
+import { freePort, inCI, TEST_REDIS_URL } from "@coinmesh/lib/testing";
 import { AccountService } from "@coinmesh/proto/order/v1/account_pb";
 import { OrderService, Side } from "@coinmesh/proto/order/v1/order_pb";
 import { RateService } from "@coinmesh/proto/rate/v1/rate_pb";
@@ -33,14 +32,6 @@ const MESH_ONLY_RULE_FILES = ["istio.yml"];
 // platform is healthy (its query is still parsed by promtool in promtool.test.ts).
 const FIRING_ALERTS_PANEL = /^sum by \(alertname, severity, app, version\) \(ALERTS\{/;
 const expectedEmpty = (expr: string) => MESH_QUERY.test(expr) || FIRING_ALERTS_PANEL.test(expr);
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 let platform: Platform;
 let prometheus: RunningPrometheus;

@@ -1,6 +1,6 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { silentLogger } from "@coinmesh/lib/log";
-import { connectTestRedis, TEST_REDIS_URL } from "@coinmesh/lib/testing";
+import { connectTestRedis, TEST_REDIS_URL, until } from "@coinmesh/lib/testing";
 import { RateSource } from "@coinmesh/proto/rate/v1/rate_pb";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseRatesPayload } from "../src/rates-payload.ts";
@@ -23,13 +23,6 @@ const prefix = () => {
   prefixes.push(p);
   return p;
 };
-async function until(check: () => Promise<boolean>, what: string) {
-  for (let i = 0; i < 100; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 afterAll(async () => {
   if (!redis) return;
@@ -207,7 +200,9 @@ describe.skipIf(!redis)("rate service on Redis", () => {
       open = resolve;
     });
     const staleOnA = await Promise.all(Array.from({ length: 20 }, () => btcUsd(a)));
-    await until(async () => upstream.state.requests === 2, "a's refresh to reach the upstream");
+    await until(async () => upstream.state.requests === 2, "a's refresh to reach the upstream", {
+      timeoutMs: 2_000,
+    });
     // The refresh holds the lock in Redis; b answers stale too and leaves the upstream alone.
     expect((await stored(keyPrefix)).locked).toBe(true);
     const triedOnB = nextRefresh(b);

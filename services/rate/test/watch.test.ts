@@ -1,4 +1,5 @@
 import { AppError } from "@coinmesh/lib/errors";
+import { until } from "@coinmesh/lib/testing";
 import { RateSource, type WatchRatesResponse } from "@coinmesh/proto/rate/v1/rate_pb";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type FakeUpstream, startFakeUpstream } from "./fake-upstream.ts";
@@ -22,14 +23,6 @@ async function start(options: Partial<RateServerOptions> = {}) {
   const server = await startRateServer({ upstream, ...options });
   servers.push(server);
   return server;
-}
-
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 5_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 const prices = (message: IteratorResult<WatchRatesResponse>) =>
@@ -63,8 +56,11 @@ describe("WatchRates", () => {
     expect(upstream.state.requests).toBe(2);
 
     controller.abort();
-    await until(() => server.watch.size === 0);
-    await until(async () => (await server.metric("coinmesh_rate_watch_streams")) === 0);
+    await until(() => server.watch.size === 0, "every stream to be freed");
+    await until(
+      async () => (await server.metric("coinmesh_rate_watch_streams")) === 0,
+      "the active-streams gauge to reach 0",
+    );
   });
 
   it("refreshes from its own loop once the rates pass the TTL", async () => {
@@ -123,7 +119,7 @@ describe("WatchRates", () => {
     );
     expect(err).toBeInstanceOf(AppError);
     expect((err as AppError).kind).toBe("unavailable");
-    await until(() => server.watch.size === 0);
+    await until(() => server.watch.size === 0, "every stream to be freed");
   });
 
   it("ends a stream NOT_FOUND when a refresh drops a watched code", async () => {
@@ -135,7 +131,7 @@ describe("WatchRates", () => {
     clock.advance(60_000);
     await server.cache.refresh();
     await expect(stream.next()).rejects.toMatchObject({ kind: "not_found" });
-    await until(() => server.watch.size === 0);
+    await until(() => server.watch.size === 0, "every stream to be freed");
   });
 
   it("rejects bad requests before streaming", async () => {
@@ -151,7 +147,7 @@ describe("WatchRates", () => {
     await expect(first({ base: "btc", quotes: ["nope"] })).rejects.toMatchObject({
       kind: "not_found",
     });
-    await until(() => server.watch.size === 0);
+    await until(() => server.watch.size === 0, "every stream to be freed");
     expect(await server.metric("coinmesh_rate_watch_streams")).toBe(0);
   });
 

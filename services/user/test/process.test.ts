@@ -1,13 +1,11 @@
 import { execFile } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
-import { once } from "node:events";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { promisify } from "node:util";
 import type { AppError } from "@coinmesh/lib/errors";
 import { createServiceClient } from "@coinmesh/lib/grpc-client";
 import { type SpawnedRunnable, spawnRunnable } from "@coinmesh/lib/process-testing";
-import { createTestDatabase, type TestDatabase } from "@coinmesh/lib/testing";
+import { createTestDatabase, freePort, type TestDatabase, until } from "@coinmesh/lib/testing";
 import {
   Health,
   HealthCheckResponse_ServingStatus as Status,
@@ -78,23 +76,6 @@ async function probe(address: string, service = ""): Promise<string> {
   }
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, "close");
-  return port;
-}
-
-async function until(check: () => Promise<boolean>, what: string) {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 /** A session of its own on the test database, for holding locks. */
 async function session() {
   const client = new pg.Client({ connectionString: db.url });
@@ -119,7 +100,7 @@ describe("grpc.health.v1", () => {
     await holder.query("SELECT pg_advisory_lock($1)", [lockKey]);
     const address = `127.0.0.1:${await freePort()}`;
     const proc = start({ PORT: address.split(":")[1] ?? "" });
-    await until(waitingOnLock, "the service to wait for the migration lock");
+    await until(waitingOnLock, "the service to wait for the migration lock", { timeoutMs: 10_000 });
 
     expect(await probe(address)).not.toBe("SERVING");
     expect(proc.logs.some((l) => l.msg === "user service SERVING")).toBe(false);
@@ -149,7 +130,7 @@ describe("grpc.health.v1", () => {
       { timeoutMs: 20_000 },
     );
     slow.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
-    await until(waitingOnLock, "the UpdateUser to wait for the row lock");
+    await until(waitingOnLock, "the UpdateUser to wait for the row lock", { timeoutMs: 10_000 });
 
     const watching = new AbortController();
     const watch = health
